@@ -1,0 +1,29 @@
+# make run: install, then serve on the embedded default (SQLite, local folder, in-process runner).
+# make test: install, then lint and run every test (PostgreSQL and Redis must be running).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint quickstart
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch is pinned here: a bare requirement would pull a multi-GB CUDA build on a CPU machine.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+run: install
+	$(BIN)/dfkd serve --host 127.0.0.1 --port 8000
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -1,0 +1,274 @@
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from api.deps import BlobsDep, QueueDep, SessionDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.pagination import encode_cursor, newest_first_page
+from api.schemas import (
+    JobCreate,
+    JobError,
+    JobLinks,
+    JobPublic,
+    JobsPublic,
+    MetricPointPublic,
+    MetricsPublic,
+    Progress,
+    StudentSpec,
+    as_utc,
+)
+from core.methods import METHODS
+from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
+from service.blobstore import BlobNotFoundError
+from service.job_state import add_event, request_cancel
+from service.models import FINAL_STATUSES, Job, JobStatus, MetricPoint, Teacher, new_id
+from service.queue import QueueUnavailableError
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+
+
+def to_public(job: Job, request: Request) -> JobPublic:
+    base = str(request.url_for("get_job", job_id=job.id))
+    metrics = {k: float(v) for k, v in job.latest_metrics.items()}
+    return JobPublic(
+        id=job.id,
+        teacher_id=job.teacher_id,
+        method=job.method,
+        student=StudentSpec(architecture=job.student_architecture, kwargs=job.student_kwargs),
+        iterations=job.iterations,
+        batch_size=job.batch_size,
+        seed=job.seed,
+        hyperparameters=job.hyperparameters,
+        metadata=job.job_metadata,
+        status=job.status,
+        progress=Progress(
+            iteration=job.progress_step,
+            total=job.iterations,
+            fraction=job.progress_step / job.iterations,
+            samples_per_second=job.samples_per_second,
+            eta_seconds=0.0 if job.status == JobStatus.succeeded else job.eta_seconds,
+        ),
+        metrics=metrics,
+        attempts=job.attempts,
+        cancel_requested=job.cancel_requested,
+        error=JobError(code=job.error_code, message=job.error_message or "")
+        if job.error_code
+        else None,
+        created_at=as_utc(job.created_at),
+        started_at=as_utc(job.started_at),
+        finished_at=as_utc(job.finished_at),
+        links=JobLinks(
+            self=base,
+            metrics=f"{base}/metrics",
+            student=f"{base}/student" if job.status == JobStatus.succeeded else None,
+        ),
+    )
+
+
+def _validate_student(body: JobCreate, teacher: Teacher) -> dict[str, Any]:
+    try:
+        spec = get_spec(body.student.architecture)
+    except UnknownArchitectureError as error:
+        raise ApiError(422, "invalid_architecture", f"student.architecture: {error}") from None
+    # Shape arguments the student omits come from the teacher.
+    inherited = {
+        "num_classes": teacher.num_classes,
+        "in_channels": teacher.input_shape[0],
+        "image_size": teacher.input_shape[1],
+    }
+    try:
+        kwargs = spec.resolve_kwargs(**{**inherited, **body.student.kwargs})
+        build(spec.name, **kwargs)
+    except ArchitectureArgumentError as error:
+        raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
+    if list(spec.input_shape(**kwargs)) != list(teacher.input_shape):
+        raise ApiError(
+            422,
+            "shape_mismatch",
+            f"the student takes inputs of shape {list(spec.input_shape(**kwargs))} but the teacher takes "
+            f"{list(teacher.input_shape)}; drop in_channels/image_size from student.kwargs to inherit the teacher's",
+        )
+    if spec.num_classes(**kwargs) != teacher.num_classes:
+        raise ApiError(
+            422,
+            "shape_mismatch",
+            f"the student has {spec.num_classes(**kwargs)} classes but the teacher has {teacher.num_classes}",
+        )
+    return kwargs
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a distillation job")
+def create_job(
+    body: JobCreate, request: Request, session: SessionDep, queue: QueueDep
+) -> JobPublic:
+    teacher = session.get(Teacher, body.teacher_id)
+    if teacher is None:
+        raise ApiError(
+            422,
+            "teacher_not_found",
+            f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
+        )
+    student_kwargs = _validate_student(body, teacher)
+    config = METHODS[body.method].Config(
+        **body.hyperparameters.model_dump(),
+        iterations=body.iterations,
+        batch_size=body.batch_size,
+        seed=body.seed,
+    )
+    effective = asdict(config.effective(teacher.num_classes))
+    for key in ("iterations", "batch_size", "seed", "device"):
+        effective.pop(key)
+    job = Job(
+        id=new_id("job"),
+        teacher_id=teacher.id,
+        method=body.method,
+        student_architecture=body.student.architecture,
+        student_kwargs=student_kwargs,
+        iterations=body.iterations,
+        batch_size=body.batch_size,
+        seed=body.seed,
+        hyperparameters=effective,
+        job_metadata=body.metadata,
+        status=JobStatus.queued,
+        latest_metrics={},
+    )
+    session.add(job)
+    add_event(session, job.id, "state", "queued")
+    session.commit()
+    try:
+        queue.enqueue(job.id)
+    except QueueUnavailableError as error:
+        job.status = JobStatus.failed
+        job.error_code = "broker_unavailable"
+        job.error_message = (
+            f"{error}; the job was not started, submit it again once the broker is back"
+        )
+        session.commit()
+        raise ApiError(503, "broker_unavailable", job.error_message) from None
+    return to_public(job, request)
+
+
+@router.get("", summary="Jobs, newest first")
+def list_jobs(
+    request: Request,
+    session: SessionDep,
+    status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> JobsPublic:
+    query = select(Job)
+    if status_filter is not None:
+        query = query.where(Job.status == status_filter)
+    rows = list(session.scalars(newest_first_page(query, Job.created_at, Job.id, after, limit)))
+    page = rows[:limit]
+    more = len(rows) > limit
+    return JobsPublic(
+        items=[to_public(job, request) for job in page],
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+        has_more=more,
+    )
+
+
+def _job_or_404(session: SessionDep, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return job
+
+
+@router.get("/{job_id}", summary="One job: status, progress, latest metrics")
+def get_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
+    return to_public(_job_or_404(session, job_id), request)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Ask a job to stop")
+def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
+    job = _job_or_404(session, job_id)
+    if job.status in FINAL_STATUSES:
+        raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
+    request_cancel(session, job)
+    session.commit()
+    return to_public(job, request)
+
+
+@router.get("/{job_id}/metrics", summary="Metric time series")
+def get_metrics(
+    job_id: str,
+    session: SessionDep,
+    name: Annotated[list[str] | None, Query(description="only these metrics (repeatable)")] = None,
+    after_step: Annotated[int, Query(ge=-1)] = -1,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> MetricsPublic:
+    _job_or_404(session, job_id)
+    query = select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
+    if name:
+        query = query.where(MetricPoint.name.in_(name))
+    ordered = query.order_by(MetricPoint.step, MetricPoint.name)
+    rows = list(session.scalars(ordered.limit(limit + 1)))
+    page, next_after = rows[:limit], None
+    if len(rows) > limit:
+        last_step = page[-1].step
+        if rows[limit].step == last_step:
+            # never split one step across pages: end before it, or give it whole if it fills the page
+            page = [row for row in page if row.step < last_step] or list(
+                session.scalars(ordered.where(MetricPoint.step == last_step))
+            )
+        next_after = page[-1].step
+    return MetricsPublic(
+        items=[
+            MetricPointPublic(name=r.name, step=r.step, value=r.value, time=as_utc(r.time))
+            for r in page
+        ],
+        next_after_step=next_after,
+    )
+
+
+@router.get(
+    "/{job_id}/student",
+    summary="The distilled student's weights (safetensors)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "safetensors file"},
+        409: ERROR_RESPONSES[422],
+    },
+)
+def download_student(
+    job_id: str,
+    session: SessionDep,
+    blobs: BlobsDep,
+    format: Annotated[
+        str, Query(description="safetensors (ONNX and TorchScript come later)")
+    ] = "safetensors",
+) -> StreamingResponse:
+    job = _job_or_404(session, job_id)
+    if format != "safetensors":
+        raise ApiError(
+            422, "unsupported_format", f"format {format!r} is not available; use safetensors"
+        )
+    if job.status != JobStatus.succeeded or not job.student_key:
+        raise ApiError(
+            409,
+            "student_not_ready",
+            f"the job is {job.status}; the student exists once it succeeded",
+        )
+    try:
+        chunks = blobs.iter_chunks(job.student_key)
+        first = next(chunks)
+    except BlobNotFoundError:
+        raise ApiError(404, "not_found", "the student's file is missing from storage") from None
+
+    def body():
+        yield first
+        yield from chunks
+
+    filename = f"{job.id}-{job.student_architecture}.safetensors"
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

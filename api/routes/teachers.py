@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from sqlalchemy import select
+
+from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.pagination import encode_cursor, newest_first_page
+from api.schemas import TeacherPublic, TeachersPublic, as_utc
+from api.uploads import refuse_unsafe_formats, spool_upload
+from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
+from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
+from service.blobstore import BlobStoreError
+from service.models import Teacher, new_id
+
+router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
+
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and form fields around the file
+
+
+def to_public(teacher: Teacher) -> TeacherPublic:
+    return TeacherPublic(
+        id=teacher.id,
+        name=teacher.name,
+        format=teacher.format,
+        architecture=teacher.architecture,
+        architecture_kwargs=teacher.architecture_kwargs,
+        input_shape=teacher.input_shape,
+        num_classes=teacher.num_classes,
+        input_mean=teacher.input_mean,
+        input_std=teacher.input_std,
+        sha256=teacher.sha256,
+        size_bytes=teacher.size_bytes,
+        parameter_count=teacher.parameter_count,
+        created_at=as_utc(teacher.created_at),
+    )
+
+
+def _json_object(raw: str, field: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or "{}")
+    except json.JSONDecodeError as error:
+        raise ApiError(
+            422, "invalid_form_field", f"{field} must be a JSON object: {error}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ApiError(
+            422, "invalid_form_field", f"{field} must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[float] | None:
+    """A JSON list or comma-separated numbers, one per input channel."""
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    try:
+        value = (
+            json.loads(text) if text.startswith("[") else [float(part) for part in text.split(",")]
+        )
+        numbers = [float(item) for item in value]
+    except (ValueError, TypeError):
+        raise ApiError(
+            422, "invalid_form_field", f"{field} must be numbers, e.g. [0.1307] or 0.1307"
+        ) from None
+    if len(numbers) != channels:
+        raise ApiError(
+            422,
+            "invalid_form_field",
+            f"{field} needs {channels} value(s), one per input channel; got {len(numbers)}",
+        )
+    if positive and any(number <= 0 for number in numbers):
+        raise ApiError(422, "invalid_form_field", f"{field} values must be positive")
+    return numbers
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a teacher (safetensors weights of a registry architecture)",
+    responses={413: ERROR_RESPONSES[422] | {"description": "File too large"}},
+)
+def upload_teacher(
+    request: Request,
+    session: SessionDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
+    ],
+    architecture: Annotated[
+        str, Form(description="a name from GET /v1/architectures", examples=["lenet5"])
+    ],
+    architecture_kwargs: Annotated[
+        str, Form(description='JSON object of constructor arguments, e.g. {"num_classes": 10}')
+    ] = "{}",
+    name: Annotated[
+        str | None, Form(max_length=200, description="defaults to the file name")
+    ] = None,
+    format: Annotated[
+        str, Form(description="weights format; only safetensors in this version")
+    ] = "safetensors",
+    input_mean: Annotated[
+        str | None, Form(description="per-channel mean the teacher was trained with, e.g. [0.1307]")
+    ] = None,
+    input_std: Annotated[
+        str | None, Form(description="per-channel std the teacher was trained with, e.g. [0.3081]")
+    ] = None,
+) -> TeacherPublic:
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > settings.max_upload_bytes + UPLOAD_OVERHEAD:
+        raise ApiError(
+            413,
+            "upload_too_large",
+            f"the upload is larger than the {settings.max_upload_bytes} byte limit",
+        )
+    if format != "safetensors":
+        raise ApiError(
+            422,
+            "unsupported_format",
+            f"format {format!r} is not accepted; upload safetensors weights",
+        )
+    try:
+        spec = get_spec(architecture)
+        kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
+        model = build(architecture, **kwargs)
+    except (UnknownArchitectureError, ArchitectureArgumentError) as error:
+        raise ApiError(422, "invalid_architecture", str(error)) from None
+    input_shape = spec.input_shape(**kwargs)
+    num_classes = spec.num_classes(**kwargs)
+    mean = _floats(input_mean, "input_mean", input_shape[0], positive=False)
+    std = _floats(input_std, "input_std", input_shape[0], positive=True)
+
+    upload = spool_upload(file.file, settings.max_upload_bytes)
+    try:
+        refuse_unsafe_formats(upload.head)
+        try:
+            load_weights(model, read_state_dict(upload.path))
+            check_forward(model, input_shape, num_classes)
+        except WeightsError as error:
+            raise ApiError(422, "invalid_weights", str(error)) from None
+        teacher = Teacher(
+            id=new_id("tch"),
+            name=name or file.filename or "teacher",
+            format=format,
+            architecture=architecture,
+            architecture_kwargs=kwargs,
+            input_shape=list(input_shape),
+            num_classes=num_classes,
+            input_mean=mean,
+            input_std=std,
+            sha256=upload.sha256,
+            size_bytes=upload.size,
+            parameter_count=parameter_count(model),
+        )
+        teacher.blob_key = f"teachers/{teacher.id}/weights.safetensors"
+        try:
+            with upload.path.open("rb") as stream:
+                blobs.put(teacher.blob_key, stream, upload.size)
+        except BlobStoreError as error:
+            raise ApiError(
+                503, "storage_unavailable", f"{error}; nothing was stored, try again"
+            ) from None
+    finally:
+        upload.path.unlink(missing_ok=True)
+    session.add(teacher)
+    session.commit()
+    return to_public(teacher)
+
+
+@router.get("", summary="Teachers, newest first")
+def list_teachers(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> TeachersPublic:
+    rows = list(
+        session.scalars(
+            newest_first_page(select(Teacher), Teacher.created_at, Teacher.id, after, limit)
+        )
+    )
+    page = rows[:limit]
+    more = len(rows) > limit
+    return TeachersPublic(
+        items=[to_public(t) for t in page],
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+        has_more=more,
+    )
+
+
+@router.get("/{teacher_id}", summary="One teacher")
+def get_teacher(teacher_id: str, session: SessionDep) -> TeacherPublic:
+    teacher = session.get(Teacher, teacher_id)
+    if teacher is None:
+        raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
+    return to_public(teacher)

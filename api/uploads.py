@@ -1,0 +1,70 @@
+"""Copying an upload to a local temporary file with a size cap, hashing on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from api.errors import ApiError
+
+CHUNK = 1024 * 1024
+
+PICKLE_HINT = (
+    "export the weights with safetensors instead: "
+    "`from safetensors.torch import save_file; save_file(model.state_dict(), 'teacher.safetensors')`"
+)
+
+
+@dataclass
+class SpooledUpload:
+    path: Path
+    size: int
+    sha256: str
+    head: bytes
+
+
+def spool_upload(source: BinaryIO, limit: int, directory: Path | None = None) -> SpooledUpload:
+    """Copy `source` to a temporary file; 413 past `limit` bytes (the partial file is removed)."""
+    digest = hashlib.sha256()
+    size = 0
+    head = b""
+    with tempfile.NamedTemporaryFile(dir=directory, delete=False, prefix="upload-") as target:
+        path = Path(target.name)
+        try:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413, "upload_too_large", f"the file is larger than the {limit} byte limit"
+                    )
+                if len(head) < 16:
+                    head = (head + chunk)[:16]
+                digest.update(chunk)
+                target.write(chunk)
+        except BaseException:
+            target.close()
+            path.unlink(missing_ok=True)
+            raise
+    return SpooledUpload(path=path, size=size, sha256=digest.hexdigest(), head=head)
+
+
+def refuse_unsafe_formats(head: bytes) -> None:
+    """Recognise the formats that would need unpickling and say how to convert them."""
+    if not head:
+        raise ApiError(422, "empty_file", "the uploaded file is empty")
+    if head.startswith(b"PK\x03\x04"):
+        raise ApiError(
+            422,
+            "pickle_refused",
+            "this looks like a torch.save checkpoint (a zip holding a pickle); pickles are never loaded, "
+            + PICKLE_HINT,
+        )
+    if head[:1] == b"\x80" and head[1:2] in {bytes([n]) for n in range(2, 6)}:
+        raise ApiError(
+            422,
+            "pickle_refused",
+            "this is a Python pickle; pickles are never loaded, " + PICKLE_HINT,
+        )

@@ -1,0 +1,27 @@
+"""Measuring networks on real labelled data (only ever for evaluation, never for training)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    predictions = [
+        model(images[start : start + batch_size].to(device)).argmax(dim=1).cpu()
+        for start in range(0, len(images), batch_size)
+    ]
+    model.train(was_training)
+    return torch.cat(predictions)
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predict(model, images) == labels.cpu()).float().mean().item()
+
+
+def agreement_on(first: nn.Module, second: nn.Module, images: torch.Tensor) -> float:
+    return (predict(first, images) == predict(second, images)).float().mean().item()

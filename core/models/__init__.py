@@ -1,0 +1,22 @@
+"""Teacher and student architectures, one registry for both."""
+
+from core.models import lenet, wrn  # noqa: F401  (registers the architectures)
+from core.models.registry import (
+    ArchitectureArgumentError,
+    ArchitectureSpec,
+    UnknownArchitectureError,
+    build,
+    get_spec,
+    list_architectures,
+    register_model,
+)
+
+__all__ = [
+    "ArchitectureArgumentError",
+    "ArchitectureSpec",
+    "UnknownArchitectureError",
+    "build",
+    "get_spec",
+    "list_architectures",
+    "register_model",
+]

@@ -1,0 +1,110 @@
+"""Name -> constructor registry for teachers and students (timm-style `@register_model`)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+
+
+class UnknownArchitectureError(KeyError):
+    """Raised for a name that is not in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ArchitectureArgumentError(ValueError):
+    """Raised when keyword arguments do not fit an architecture's constructor."""
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """What the registry knows about one architecture."""
+
+    name: str
+    factory: ModelFactory
+    description: str
+    # Module names whose outputs are the attention taps (main stages), in forward order.
+    taps: tuple[str, ...]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def resolve_kwargs(self, **kwargs: Any) -> dict[str, Any]:
+        """Defaults overlaid with `kwargs`; unknown keys raise ArchitectureArgumentError."""
+        unknown = sorted(set(kwargs) - set(self.defaults))
+        if unknown:
+            raise ArchitectureArgumentError(
+                f"architecture {self.name!r} takes no argument(s) {unknown}; "
+                f"it takes {sorted(self.defaults)}"
+            )
+        return {**self.defaults, **kwargs}
+
+    def input_shape(self, **kwargs: Any) -> tuple[int, int, int]:
+        resolved = self.resolve_kwargs(**kwargs)
+        return (
+            int(resolved["in_channels"]),
+            int(resolved["image_size"]),
+            int(resolved["image_size"]),
+        )
+
+    def num_classes(self, **kwargs: Any) -> int:
+        return int(self.resolve_kwargs(**kwargs)["num_classes"])
+
+
+_REGISTRY: dict[str, ArchitectureSpec] = {}
+
+
+def register_model(*, taps: tuple[str, ...]) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a constructor under its function name; its keyword defaults become the spec's."""
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        signature = inspect.signature(factory)
+        defaults = {
+            name: parameter.default
+            for name, parameter in signature.parameters.items()
+            if parameter.default is not inspect.Parameter.empty
+        }
+        for required in ("num_classes", "in_channels", "image_size"):
+            if required not in defaults:
+                raise TypeError(f"{factory.__name__} must take {required}=... as a keyword")
+        doc = inspect.getdoc(factory) or ""
+        _REGISTRY[factory.__name__] = ArchitectureSpec(
+            name=factory.__name__,
+            factory=factory,
+            description=doc.splitlines()[0] if doc else "",
+            taps=taps,
+            defaults=defaults,
+        )
+        return factory
+
+    return decorate
+
+
+def get_spec(name: str) -> ArchitectureSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unknown architecture {name!r}; known: {sorted(_REGISTRY)}"
+        ) from None
+
+
+def list_architectures() -> list[ArchitectureSpec]:
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered architecture with its defaults overlaid by `kwargs`."""
+    spec = get_spec(name)
+    resolved = spec.resolve_kwargs(**kwargs)
+    try:
+        return spec.factory(**resolved)
+    except (TypeError, ValueError) as error:
+        raise ArchitectureArgumentError(
+            f"cannot build {name!r} with {resolved}: {error}"
+        ) from error

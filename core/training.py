@@ -1,0 +1,152 @@
+"""What every method's loop shares: progress, hooks into the caller, errors, determinism."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class DivergedError(RuntimeError):
+    """A loss became NaN or infinite; training cannot recover from that on its own."""
+
+    def __init__(self, step: int, name: str, value: float) -> None:
+        super().__init__(
+            f"{name} became {value} at step {step}; lower the learning rates or the batch size"
+        )
+        self.step = step
+
+
+class CancelledError(RuntimeError):
+    """The caller asked the loop to stop."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"stopped at step {step} on request")
+        self.step = step
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int  # iterations completed
+    total: int
+    samples_per_second: float  # pseudo inputs drawn per second, over the last log interval
+    elapsed_seconds: float
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total if self.total else 1.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        if self.step == 0 or self.elapsed_seconds <= 0:
+            return None
+        return self.elapsed_seconds / self.step * (self.total - self.step)
+
+
+class TrainingHooks:
+    """The caller's side of a training loop. Override what you need; the defaults do nothing."""
+
+    checkpoint_every: int = 0  # iterations between checkpoints; 0 means never
+
+    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        """Called every `log_every` iterations and at the end, with the latest metrics."""
+
+    def on_warning(self, message: str) -> None:
+        """Called when the method changes course for a reason the user should hear about."""
+
+    def should_stop(self, step: int) -> bool:
+        """Polled every few iterations; True stops the loop with CancelledError."""
+        return False
+
+    def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        """Receives the full training state every `checkpoint_every` iterations."""
+
+
+@dataclass(frozen=True)
+class DistillationTask:
+    """A teacher, a student, and what the loop must know about them."""
+
+    teacher: nn.Module
+    student: nn.Module
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    teacher_taps: tuple[str, ...] = ()
+    student_taps: tuple[str, ...] = ()
+
+
+@dataclass
+class DistillationResult:
+    student: nn.Module
+    steps: int
+    metrics: dict[str, float]
+    elapsed_seconds: float
+    warnings: list[str]
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_finite(step: int, values: dict[str, float]) -> None:
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise DivergedError(step, name, value)
+
+
+class Throughput:
+    """Pseudo samples per second between two log points."""
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.started = time.perf_counter()
+        self._last_time = self.started
+        self._last_step = 0
+
+    def reset(self, step: int) -> None:
+        self._last_time = time.perf_counter()
+        self._last_step = step
+
+    def progress(self, step: int, total: int) -> Progress:
+        now = time.perf_counter()
+        elapsed = now - self._last_time
+        rate = (step - self._last_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
+        self._last_time, self._last_step = now, step
+        return Progress(step, total, rate, now - self.started)
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients: how a teacher is always used."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def clip_and_step(
+    optimizer: torch.optim.Optimizer, parameters: Callable[[], Any], max_norm: float
+) -> None:
+    if max_norm > 0:
+        nn.utils.clip_grad_norm_(parameters(), max_norm)
+    optimizer.step()

@@ -1,0 +1,186 @@
+"""One small seam for blobs (teachers, checkpoints, students): S3 via the minio SDK, or a folder."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from service.settings import Settings
+
+CHUNK = 1024 * 1024
+
+
+class BlobNotFoundError(KeyError):
+    pass
+
+
+class BlobStoreError(RuntimeError):
+    """The store could not be reached or refused the operation."""
+
+
+class BlobStore(Protocol):
+    def put(self, key: str, stream: BinaryIO, length: int) -> None:
+        """Store `length` bytes read from `stream` under `key`, replacing any old object whole."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes: ...
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def check(self) -> None:
+        """Raise BlobStoreError when the store is unusable."""
+
+
+class LocalBlobStore:
+    """Objects as files under a root folder; writes land whole via rename, never half-written."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"blob key {key!r} escapes the store")
+        return path
+
+    def put(self, key: str, stream: BinaryIO, length: int) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            dir=path.parent, delete=False, prefix=".part-"
+        ) as temporary:
+            shutil.copyfileobj(stream, temporary, CHUNK)
+            temporary.flush()
+            os.fsync(temporary.fileno())
+        os.replace(temporary.name, path)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, io.BytesIO(data), len(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(key) from None
+        with handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise BlobStoreError(f"blob folder {self.root} is not writable")
+
+
+class S3BlobStore:
+    """Objects in one bucket of MinIO or any S3-compatible server, through the minio SDK."""
+
+    def __init__(self, settings: Settings) -> None:
+        from minio import Minio  # imported here so the embedded default never needs it loaded
+
+        self.bucket = settings.s3_bucket
+        self.client = Minio(
+            settings.s3_endpoint or "",
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            region=settings.s3_region,
+        )
+        self._bucket_ready = False
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except Exception as error:
+            raise BlobStoreError(f"S3 bucket {self.bucket!r} unavailable: {error}") from error
+        self._bucket_ready = True
+
+    def put(self, key: str, stream: BinaryIO, length: int) -> None:
+        self._ensure_bucket()
+        try:
+            # Multipart for large objects: memory stays at one 16 MiB part whatever the size.
+            self.client.put_object(self.bucket, key, stream, length, part_size=16 * 1024 * 1024)
+        except Exception as error:
+            raise BlobStoreError(f"could not write {key!r} to S3: {error}") from error
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.put(key, io.BytesIO(data), len(data))
+
+    def _get(self, key: str):
+        from minio.error import S3Error
+
+        self._ensure_bucket()
+        try:
+            return self.client.get_object(self.bucket, key)
+        except S3Error as error:
+            if error.code in {"NoSuchKey", "NoSuchObject"}:
+                raise BlobNotFoundError(key) from None
+            raise BlobStoreError(f"could not read {key!r} from S3: {error}") from error
+        except Exception as error:
+            raise BlobStoreError(f"could not read {key!r} from S3: {error}") from error
+
+    def get_bytes(self, key: str) -> bytes:
+        response = self._get(key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        response = self._get(key)
+        try:
+            yield from response.stream(CHUNK)
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._get(key).close()
+        except BlobNotFoundError:
+            return False
+        return True
+
+    def delete(self, key: str) -> None:
+        self._ensure_bucket()
+        self.client.remove_object(self.bucket, key)
+
+    def presigned_url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str:
+        return self.client.presigned_get_object(self.bucket, key, expires=expires)
+
+    def check(self) -> None:
+        self._bucket_ready = False
+        self._ensure_bucket()
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    if settings.s3_endpoint:
+        return S3BlobStore(settings)
+    return LocalBlobStore(settings.blob_dir)

@@ -1,0 +1,116 @@
+"""Job state transitions as single conditional UPDATEs, shared by the API and the workers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from service.models import Job, JobEvent, JobStatus, MetricPoint, utcnow
+
+
+def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message))
+
+
+def claim_job(session: Session, job_id: str, lease_seconds: int, max_attempts: int) -> bool:
+    """queued -> running in one UPDATE; a second delivery of the same job finds nothing to claim.
+
+    A running job whose lease lapsed (its worker died) can be claimed again.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.cancel_requested.is_(False),
+            Job.attempts < max_attempts,
+            or_(
+                Job.status == JobStatus.queued,
+                (Job.status == JobStatus.running) & (Job.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status=JobStatus.running,
+            attempts=Job.attempts + 1,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+            error_code=None,
+            error_message=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(session: Session, job_id: str, lease_seconds: int, **progress: Any) -> bool:
+    """Extend the lease and record progress; False if the job is no longer ours to run."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), **progress)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def finish_job(session: Session, job_id: str, status: JobStatus, **values: Any) -> bool:
+    """running -> a final state; returns False when the job was not running."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .values(status=status, finished_at=utcnow(), lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def request_cancel(session: Session, job: Job) -> None:
+    """A queued job is cancelled at once; a running one gets the flag its loop polls."""
+    if job.status == JobStatus.queued:
+        job.status = JobStatus.cancelled
+        job.finished_at = utcnow()
+        add_event(session, job.id, "state", "cancelled before it started")
+    elif job.status == JobStatus.running:
+        job.cancel_requested = True
+        add_event(session, job.id, "info", "cancel requested; the job stops at its next check")
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def drop_metrics_after(session: Session, job_id: str, step: int) -> None:
+    """A resumed job repeats the steps after its checkpoint; their old points go first."""
+    session.execute(
+        delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
+    )
+
+
+def next_queued_job(session: Session) -> str | None:
+    return session.scalar(
+        select(Job.id)
+        .where(Job.status == JobStatus.queued)
+        .order_by(Job.created_at, Job.id)
+        .limit(1)
+    )
+
+
+def requeue_orphans(session: Session, before: datetime | None = None) -> list[str]:
+    """Running jobs whose lease lapsed (or every running job, when `before` is None: the
+    embedded runner is the only worker, so at its start nothing can still be running)."""
+    condition = Job.status == JobStatus.running
+    if before is not None:
+        condition = condition & (Job.lease_expires_at < before)
+    ids = list(session.scalars(select(Job.id).where(condition)))
+    if ids:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(ids))
+            .values(status=JobStatus.queued, lease_expires_at=None)
+        )
+        for job_id in ids:
+            add_event(session, job_id, "state", "requeued: its worker stopped before finishing")
+    return ids

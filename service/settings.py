@@ -1,0 +1,63 @@
+"""All configuration, read once from DFKD_* environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DFKD_", extra="ignore")
+
+    data_dir: Path = Field(Path("dfkd-data"), description="SQLite file and local blobs live here")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset means SQLite in data_dir"
+    )
+    broker_url: str | None = Field(
+        None, description="Celery broker (Redis); unset means the embedded runner"
+    )
+    celery_queue: str = Field(
+        "dfkd", description="Celery queue the API sends jobs to and workers consume"
+    )
+    s3_endpoint: str | None = Field(
+        None, description="host:port of MinIO/S3; unset means the local folder"
+    )
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "dfkd"
+    s3_secure: bool = Field(False, description="HTTPS to the S3 endpoint")
+    s3_region: str | None = None
+    device: str = Field("auto", description="torch device for jobs: auto, cpu, cuda, cuda:1, ...")
+    torch_threads: int | None = Field(
+        None, description="intra-op threads per job; unset means torch's default"
+    )
+    runner_threads: int = Field(1, description="concurrent jobs in the embedded runner")
+    max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
+    job_lease_seconds: int = Field(
+        600, description="a running job whose lease lapses is presumed dead"
+    )
+    max_attempts: int = Field(3, description="deliveries of one job before it fails for good")
+    checkpoint_every: int = Field(200, description="iterations between job checkpoints")
+    job_soft_time_limit_seconds: int = Field(7 * 24 * 3600, description="Celery soft limit per job")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'dfkd.sqlite3').resolve()}"
+
+    @property
+    def uses_embedded_runner(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,82 @@
+"""Starting and stopping the service's real processes from tests, bounded in time."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+DFKD = str(Path(sys.executable).with_name("dfkd"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        [DFKD, *args], env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO
+    )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_api(
+    env: dict[str, str], log: Path, timeout: float = 60
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    process = start(["serve", "--port", str(port), "--log-level", "warning"], env, log)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"dfkd serve exited early:\n{log.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, timeout, "the API to answer /healthz")
+    return process, base
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float) -> dict:
+    """Poll until the job ends; returns its final representation."""
+    final: dict = {}
+
+    def ended() -> bool:
+        nonlocal final
+        final = client.get(f"/v1/jobs/{job_id}").json()
+        return final["status"] in {"succeeded", "failed", "cancelled"}
+
+    wait_until(ended, timeout, f"job {job_id} to finish", interval=1.0)
+    return final

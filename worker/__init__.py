@@ -1,0 +1,1 @@
+"""Runs distillation jobs: the Celery task and the embedded runner call the same job function."""

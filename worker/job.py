@@ -1,0 +1,222 @@
+"""The one job function: claim, load, distil with checkpoints, publish the student, record the end."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from core.methods import METHODS
+from core.models import build, get_spec
+from core.training import CancelledError, DistillationTask, DivergedError, Progress, TrainingHooks
+from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
+from service.blobstore import BlobStoreError
+from service.db import session_scope
+from service.job_state import (
+    add_event,
+    cancel_requested,
+    claim_job,
+    drop_metrics_after,
+    finish_job,
+    renew_lease,
+)
+from service.models import Job, JobStatus, MetricPoint, Teacher
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_key(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoint.pt"
+
+
+def student_key(job_id: str) -> str:
+    return f"jobs/{job_id}/student.safetensors"
+
+
+class JobFailure(Exception):
+    """Ends the job as failed with a code and a message the user can act on."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class JobHooks(TrainingHooks):
+    """Writes progress and metrics to the database off the hot loop: buffered, flushed each second."""
+
+    flush_interval_seconds = 1.0
+    cancel_check_interval_seconds = 2.0
+
+    def __init__(self, context: WorkerContext, job_id: str, batch_size: int) -> None:
+        self.context = context
+        self.job_id = job_id
+        self.batch_size = batch_size
+        self.checkpoint_every = context.settings.checkpoint_every
+        self._points: list[MetricPoint] = []
+        self._progress: dict[str, Any] = {}
+        self._last_flush = 0.0
+        self._last_cancel_check = time.monotonic()
+
+    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        self._points.extend(
+            MetricPoint(job_id=self.job_id, name=n, step=step, value=v) for n, v in metrics.items()
+        )
+        self._progress = {
+            "progress_step": step,
+            "samples_per_second": progress.samples_per_second,
+            "eta_seconds": progress.eta_seconds,
+            "latest_metrics": {**metrics, "step": step},
+        }
+        if (
+            time.monotonic() - self._last_flush >= self.flush_interval_seconds
+            or step == progress.total
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._points and not self._progress:
+            return
+        with session_scope(self.context.sessions) as session:
+            session.add_all(self._points)
+            renew_lease(
+                session, self.job_id, self.context.settings.job_lease_seconds, **self._progress
+            )
+        self._points, self._progress = [], {}
+        self._last_flush = time.monotonic()
+
+    def on_warning(self, message: str) -> None:
+        with session_scope(self.context.sessions) as session:
+            add_event(session, self.job_id, "warning", message)
+
+    def should_stop(self, step: int) -> bool:
+        if time.monotonic() - self._last_cancel_check < self.cancel_check_interval_seconds:
+            return False
+        self._last_cancel_check = time.monotonic()
+        with session_scope(self.context.sessions) as session:
+            return cancel_requested(session, self.job_id)
+
+    def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.flush()  # metrics up to the checkpoint are durable before it is
+        self.context.blobs.put_bytes(checkpoint_key(self.job_id), buffer.getvalue())
+
+
+def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
+    if teacher.format != "safetensors":
+        raise JobFailure(
+            "teacher_format_unsupported", f"teacher format {teacher.format!r} cannot be run here"
+        )
+    weights = read_state_dict(context.blobs.get_bytes(teacher.blob_key))
+    return load_weights(build(teacher.architecture, **teacher.architecture_kwargs), weights)
+
+
+def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[str, Any] | None:
+    key = checkpoint_key(job_id)
+    if not context.blobs.exists(key):
+        return None
+    # Our own checkpoint, still loaded without unpickling code: tensors and plain values only.
+    return torch.load(
+        io.BytesIO(context.blobs.get_bytes(key)), map_location=device, weights_only=True
+    )
+
+
+def _method_config(job: Job, device: str) -> Any:
+    config_type = METHODS[job.method].Config
+    names = {f.name for f in fields(config_type)}
+    values = {k: v for k, v in job.hyperparameters.items() if k in names}
+    return config_type(
+        **values, iterations=job.iterations, batch_size=job.batch_size, seed=job.seed, device=device
+    )
+
+
+def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
+    device = context.device
+    teacher_model = _load_teacher(context, teacher)
+    student_model = build(job.student_architecture, **job.student_kwargs)
+    task = DistillationTask(
+        teacher=teacher_model,
+        student=student_model,
+        input_shape=tuple(teacher.input_shape),
+        num_classes=teacher.num_classes,
+        teacher_taps=get_spec(teacher.architecture).taps,
+        student_taps=get_spec(job.student_architecture).taps,
+    )
+    checkpoint = _load_checkpoint(context, job.id, device)
+    if checkpoint is not None:
+        with session_scope(context.sessions) as session:
+            drop_metrics_after(session, job.id, int(checkpoint["step"]))
+            add_event(
+                session,
+                job.id,
+                "info",
+                f"resuming from the checkpoint at step {checkpoint['step']}",
+            )
+    hooks = JobHooks(context, job.id, job.batch_size)
+    result = METHODS[job.method].distill(
+        task, _method_config(job, device), hooks, resume_from=checkpoint
+    )
+    hooks.flush()
+    context.blobs.put_bytes(student_key(job.id), state_dict_bytes(result.student))
+
+
+def run_job(job_id: str, context: WorkerContext) -> None:
+    """Run one job to a final state. Safe to call twice for the same job: only one claim wins."""
+    settings = context.settings
+    with session_scope(context.sessions) as session:
+        if not claim_job(session, job_id, settings.job_lease_seconds, settings.max_attempts):
+            _fail_if_out_of_attempts(session, job_id, settings.max_attempts)
+            log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
+            return
+        job = session.get(Job, job_id)
+        teacher = session.get(Teacher, job.teacher_id)
+        add_event(session, job_id, "state", f"running (attempt {job.attempts}) on {context.device}")
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+
+    outcome: tuple[JobStatus, dict[str, Any], str]
+    try:
+        _distil(context, job, teacher)
+        outcome = (JobStatus.succeeded, {"student_key": student_key(job_id)}, "succeeded")
+    except CancelledError as stop:
+        outcome = (JobStatus.cancelled, {}, f"cancelled at step {stop.step}")
+    except DivergedError as error:
+        outcome = _failure("diverged", str(error))
+    except WeightsError as error:
+        outcome = _failure("teacher_invalid", str(error))
+    except JobFailure as error:
+        outcome = _failure(error.code, error.message)
+    except BlobStoreError as error:
+        outcome = _failure(
+            "storage_unavailable", f"{error}; the job can be resubmitted once storage is back"
+        )
+    except Exception as error:
+        log.exception("job %s crashed", job_id)
+        outcome = _failure("internal_error", f"{type(error).__name__}: {error}")
+
+    status, values, message = outcome
+    with session_scope(context.sessions) as session:
+        if finish_job(session, job_id, status, **values):
+            add_event(session, job_id, "error" if status == JobStatus.failed else "state", message)
+    log.info("job %s: %s", job_id, message)
+
+
+def _failure(code: str, message: str) -> tuple[JobStatus, dict[str, Any], str]:
+    return JobStatus.failed, {"error_code": code, "error_message": message}, f"failed: {message}"
+
+
+def _fail_if_out_of_attempts(session: Any, job_id: str, max_attempts: int) -> None:
+    job = session.get(Job, job_id)
+    if job is not None and job.status == JobStatus.running and job.attempts >= max_attempts:
+        lease = job.lease_expires_at
+        if lease is not None and lease.timestamp() < time.time():
+            job.status = JobStatus.failed
+            job.error_code = "too_many_attempts"
+            job.error_message = f"the job's worker died {job.attempts} times; giving up"
+            add_event(session, job_id, "error", job.error_message)
