@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -23,7 +23,7 @@ class ActivationRecorder:
             modules[name].register_forward_hook(self._keep(name)) for name in module_names
         ]
 
-    def _keep(self, name: str):
+    def _keep(self, name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
         def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
             self._outputs[name] = output
 

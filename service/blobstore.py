@@ -9,9 +9,12 @@ import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
 
 CHUNK = 1024 * 1024
 
@@ -132,7 +135,7 @@ class S3BlobStore:
     def put_bytes(self, key: str, data: bytes) -> None:
         self.put(key, io.BytesIO(data), len(data))
 
-    def _get(self, key: str):
+    def _get(self, key: str) -> BaseHTTPResponse:
         from minio.error import S3Error
 
         self._ensure_bucket()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -14,7 +15,7 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection, _record) -> None:
+        def _sqlite_pragmas(connection: DBAPIConnection, _record: object) -> None:
             cursor = connection.cursor()
             # WAL lets the API read while a runner thread writes; foreign keys are off by default.
             cursor.execute("PRAGMA journal_mode=WAL")

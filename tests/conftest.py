@@ -46,3 +46,6 @@ def heldout_file(
     path = tmp_path_factory.mktemp("data") / "heldout.npz"
     save_npz(path, digits[1])
     return path
+
+
+pytest_plugins = ["tests.real_services"]

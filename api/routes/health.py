@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -17,7 +19,7 @@ def readyz(request: Request) -> JSONResponse:
     state = request.app.state
     checks: dict[str, str] = {}
 
-    def probe(name: str, check) -> None:
+    def probe(name: str, check: Callable[[], object]) -> None:
         try:
             check()
             checks[name] = "ok"

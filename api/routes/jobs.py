@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -262,7 +263,7 @@ def download_student(
     except BlobNotFoundError:
         raise ApiError(404, "not_found", "the student's file is missing from storage") from None
 
-    def body():
+    def body() -> Iterator[bytes]:
         yield first
         yield from chunks
 

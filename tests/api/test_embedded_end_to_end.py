@@ -1,0 +1,29 @@
+"""`dfkd serve` on the embedded default (SQLite, local folder, in-process runner), over real HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.datasets import LabelledImages
+from tests.flow import distil_over_http
+from tests.processes import start_api, stop
+
+
+def test_teacher_in_student_out_on_the_embedded_default(
+    tmp_path: Path, teacher_file: Path, digits: tuple[LabelledImages, LabelledImages]
+) -> None:
+    env = {
+        "DFKD_DATA_DIR": str(tmp_path / "data"),
+        "DFKD_BROKER_URL": "",
+        "DFKD_S3_ENDPOINT": "",
+        "DFKD_DATABASE_URL": "",
+    }
+    process, base_url = start_api(env, tmp_path / "serve.log")
+    try:
+        final = distil_over_http(base_url, teacher_file, digits[1])
+    finally:
+        stop(process)
+    # chance is 10%; 150 iterations reach ~92% here (teacher ~97%), see tests/flow.py
+    assert final["student_accuracy"] >= 0.85, final
+    assert (tmp_path / "data" / "dfkd.sqlite3").is_file()
+    assert (tmp_path / "data" / "blobs" / "jobs" / final["id"] / "student.safetensors").is_file()

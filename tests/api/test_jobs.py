@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+
+def job_body(teacher: str, **overrides: object) -> dict:
+    return {
+        "teacher_id": teacher,
+        "method": "zskt",
+        "student": {"architecture": "lenet5_half", "kwargs": {}},
+        "iterations": 50,
+        "batch_size": 64,
+        "seed": 1,
+        "hyperparameters": {"generator_width": 32},
+    } | overrides
+
+
+def test_job_is_accepted_with_paper_defaults_filled_in(client: TestClient, teacher_id: str) -> None:
+    response = client.post(
+        "/v1/jobs", json={"teacher_id": teacher_id, "student": {"architecture": "lenet5_half"}}
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["iterations"] == 80_000 and job["batch_size"] == 128
+    assert job["hyperparameters"] | {} == {
+        "z_dim": 100,
+        "generator_steps": 1,
+        "student_steps": 10,
+        "lr_generator": 1e-3,
+        "lr_student": 2e-3,
+        "beta": 2500.0,
+        "temperature": 1.0,
+        "grad_clip": 5.0,
+        "generator_width": 128,
+        "attention": True,
+        "log_every": 10,
+    }
+    assert job["student"]["kwargs"] == {"num_classes": 10, "in_channels": 1, "image_size": 32}
+    assert job["progress"] == {
+        "iteration": 0,
+        "total": 80_000,
+        "fraction": 0.0,
+        "samples_per_second": None,
+        "eta_seconds": None,
+    }
+    assert job["links"]["student"] is None
+
+
+def test_jobs_are_listed_newest_first_with_cursor_pages(
+    client: TestClient, teacher_id: str
+) -> None:
+    ids = [
+        client.post("/v1/jobs", json=job_body(teacher_id, seed=seed)).json()["id"]
+        for seed in range(5)
+    ]
+    first = client.get("/v1/jobs", params={"limit": 2}).json()
+    assert [job["id"] for job in first["items"]] == ids[::-1][:2] and first["has_more"]
+    second = client.get("/v1/jobs", params={"limit": 2, "after": first["next_cursor"]}).json()
+    third = client.get("/v1/jobs", params={"limit": 2, "after": second["next_cursor"]}).json()
+    assert [job["id"] for job in second["items"] + third["items"]] == ids[::-1][2:]
+    assert third["has_more"] is False and third["next_cursor"] is None
+    assert client.get("/v1/jobs", params={"status": "running"}).json()["items"] == []
+    assert (
+        client.get("/v1/jobs", params={"after": "not-a-cursor"}).json()["error"]["code"]
+        == "invalid_cursor"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code", "fragment"),
+    [
+        ({"method": "magic"}, "validation_error", "method"),
+        ({"colour": "blue"}, "validation_error", "colour"),
+        ({"hyperparameters": {"lr_studnet": 0.1}}, "validation_error", "lr_studnet"),
+        ({"hyperparameters": {"lr_student": -1}}, "validation_error", "lr_student"),
+        ({"iterations": 0}, "validation_error", "iterations"),
+        ({"batch_size": 1}, "validation_error", "batch_size"),
+        ({"student": {"architecture": "resnet9000"}}, "invalid_architecture", "resnet9000"),
+        (
+            {"student": {"architecture": "lenet5_half", "kwargs": {"depth": 3}}},
+            "invalid_architecture",
+            "depth",
+        ),
+        (
+            {"student": {"architecture": "lenet5_half", "kwargs": {"in_channels": 3}}},
+            "shape_mismatch",
+            "[3, 32, 32]",
+        ),
+        (
+            {"student": {"architecture": "lenet5_half", "kwargs": {"num_classes": 7}}},
+            "shape_mismatch",
+            "7 classes",
+        ),
+        ({"student": {"architecture": "lenet5_half", "extra": 1}}, "validation_error", "extra"),
+        ({"teacher_id": "tch_missing"}, "teacher_not_found", "tch_missing"),
+    ],
+)
+def test_bad_job_specs_are_422_with_a_clear_message(
+    client: TestClient, teacher_id: str, overrides: dict, code: str, fragment: str
+) -> None:
+    response = client.post("/v1/jobs", json=job_body(teacher_id, **overrides))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert fragment in error["message"]
+    assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    response = client.post(
+        "/v1/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"
+
+
+def test_unknown_job_is_404_everywhere(client: TestClient) -> None:
+    for path in ("/v1/jobs/job_nope", "/v1/jobs/job_nope/metrics", "/v1/jobs/job_nope/student"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["code"] == "not_found"
+
+
+def test_student_of_an_unfinished_job_is_409(client: TestClient, teacher_id: str) -> None:
+    job = client.post("/v1/jobs", json=job_body(teacher_id)).json()
+    response = client.get(f"/v1/jobs/{job['id']}/student")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "student_not_ready"
+
+
+def test_cancel_of_a_queued_job_ends_it_and_a_second_cancel_is_409(
+    client: TestClient, teacher_id: str
+) -> None:
+    job = client.post("/v1/jobs", json=job_body(teacher_id)).json()
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"

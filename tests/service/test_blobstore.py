@@ -1,0 +1,58 @@
+"""One suite, every BlobStore implementation: the local folder and S3 over HTTP (moto)."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.blobstore import BlobNotFoundError, BlobStore, LocalBlobStore, S3BlobStore
+from service.settings import Settings
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalBlobStore(tmp_path / "blobs")
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        settings = Settings(**{k.removeprefix("DFKD_").lower(): v for k, v in endpoint.items()})
+        yield S3BlobStore(settings)
+
+
+def test_put_get_roundtrip_and_overwrite(store: BlobStore) -> None:
+    store.put_bytes("a/b.bin", b"first")
+    store.put_bytes("a/b.bin", b"second")
+    assert store.get_bytes("a/b.bin") == b"second"
+    assert store.exists("a/b.bin") and not store.exists("a/c.bin")
+
+
+def test_large_stream_comes_back_whole_in_chunks(store: BlobStore) -> None:
+    payload = os.urandom(20 * 1024 * 1024 + 17)  # over one multipart part
+    store.put("big", io.BytesIO(payload), len(payload))
+    chunks = list(store.iter_chunks("big"))
+    assert len(chunks) > 1
+    assert b"".join(chunks) == payload
+
+
+def test_missing_keys_raise_not_found(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFoundError):
+        store.get_bytes("nope")
+    with pytest.raises(BlobNotFoundError):
+        list(store.iter_chunks("nope"))
+
+
+def test_delete_and_check(store: BlobStore) -> None:
+    store.put_bytes("gone", b"x")
+    store.delete("gone")
+    assert not store.exists("gone")
+    store.check()
+
+
+def test_local_store_refuses_keys_that_escape_its_folder(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path / "blobs")
+    with pytest.raises(ValueError, match="escapes"):
+        store.put_bytes("../outside", b"x")
