@@ -28,6 +28,20 @@ def generator_names() -> list[str]:
     return sorted(_GENERATORS)
 
 
+@torch.no_grad()
+def draw_samples(generator: nn.Module, z_dim: int, count: int, seed: int = 0) -> torch.Tensor:
+    """Pseudo inputs for a sample grid: eval mode (running BN statistics) and a fixed z, so grids
+    from different steps show the same draws. The generator's mode is restored afterwards."""
+    device = next(generator.parameters()).device
+    z = torch.randn(count, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    was_training = generator.training
+    generator.eval()
+    try:
+        return generator(z).cpu()
+    finally:
+        generator.train(was_training)
+
+
 class ZSKTGenerator(nn.Module):
     """ZSKT's generator (Micaelli & Storkey, 2019), generalised over image size and width.
 

@@ -54,6 +54,7 @@ class TrainingHooks:
     """The caller's side of a training loop. Override what you need; the defaults do nothing."""
 
     checkpoint_every: int = 0  # iterations between checkpoints; 0 means never
+    sample_every: int = 0  # iterations between generator sample batches; 0 means never
 
     def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
         """Called every `log_every` iterations and at the end, with the latest metrics."""
@@ -67,6 +68,9 @@ class TrainingHooks:
 
     def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Receives the full training state every `checkpoint_every` iterations."""
+
+    def on_samples(self, step: int, images: torch.Tensor) -> None:
+        """Receives pseudo inputs [N, C, H, W] (teacher-normalised) every `sample_every` iterations."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.generators import build_generator
+from core.generators import build_generator, draw_samples
 from core.losses import agreement, attention_loss, kl_divergence
 from core.taps import ActivationRecorder, matching_taps
 from core.training import (
@@ -220,6 +220,8 @@ def distill(
                 }
                 check_finite(step, metrics)
                 hooks.on_log(step, metrics, throughput.progress(step, config.iterations))
+            if hooks.sample_every and step % hooks.sample_every == 0:
+                hooks.on_samples(step, draw_samples(generator, config.z_dim, 64))
             if hooks.checkpoint_every and step % hooks.checkpoint_every == 0:
                 hooks.on_checkpoint(step, checkpoint_dict(step, config, task, state))
             if hooks.should_stop(step):

@@ -171,3 +171,26 @@ def test_cancel_stops_the_loop(mnist_teacher: nn.Module) -> None:
             StopAtTwo(),
         )
     assert raised.value.step == 2
+
+
+def test_sample_batches_come_at_the_cadence_and_leave_the_generator_training(
+    mnist_teacher: nn.Module,
+) -> None:
+    class Samples(TrainingHooks):
+        sample_every = 2
+
+        def __init__(self) -> None:
+            self.seen: dict[int, torch.Tensor] = {}
+
+        def on_samples(self, step: int, images: torch.Tensor) -> None:
+            self.seen[step] = images
+
+    hooks = Samples()
+    distill(
+        lenet_task(mnist_teacher),
+        ZSKTConfig(iterations=4, batch_size=8, generator_width=8, student_steps=1),
+        hooks,
+    )
+    assert sorted(hooks.seen) == [2, 4]
+    assert hooks.seen[2].shape == (64, 1, 32, 32)
+    assert torch.isfinite(hooks.seen[4]).all()
