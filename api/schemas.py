@@ -62,6 +62,30 @@ class TeachersPublic(BaseModel):
     has_more: bool
 
 
+# --- datasets
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str
+    format: Literal["npz", "safetensors"]
+    sha256: str
+    size_bytes: int
+    num_examples: int
+    image_shape: list[int] = Field(description="[C, H, W]")
+    pixel_dtype: str = Field(
+        description="uint8 (pixels, normalised with the teacher's mean/std) or a float type (used as given)"
+    )
+    class_counts: dict[int, int]
+    created_at: datetime
+
+
+class DatasetsPublic(BaseModel):
+    items: list[DatasetPublic]
+    next_cursor: str | None
+    has_more: bool
+
+
 # --- jobs
 
 

@@ -8,9 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from fastapi import Request
+
 from api.errors import ApiError
+from service.blobstore import BlobStore, BlobStoreError
 
 CHUNK = 1024 * 1024
+UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and form fields around the file
 
 PICKLE_HINT = (
     "export the weights with safetensors instead: "
@@ -68,3 +72,23 @@ def refuse_unsafe_formats(head: bytes) -> None:
             "pickle_refused",
             "this is a Python pickle; pickles are never loaded, " + PICKLE_HINT,
         )
+
+
+def refuse_declared_oversize(request: Request, limit: int) -> None:
+    """413 before reading anything when the declared body is already over the cap."""
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        raise ApiError(400, "bad_content_length", "Content-Length is not a number") from None
+    if declared > limit + UPLOAD_OVERHEAD:
+        raise ApiError(413, "upload_too_large", f"the upload is larger than the {limit} byte limit")
+
+
+def store_upload(blobs: BlobStore, key: str, upload: SpooledUpload) -> None:
+    try:
+        with upload.path.open("rb") as stream:
+            blobs.put(key, stream, upload.size)
+    except BlobStoreError as error:
+        raise ApiError(
+            503, "storage_unavailable", f"{error}; nothing was stored, try again"
+        ) from None

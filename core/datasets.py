@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +23,94 @@ class LabelledImages:
         )
 
 
-def load_npz(path: Path) -> LabelledImages:
-    """An npz with `images` [N, C, H, W] (or [N, H, W]) and integer `labels` [N]."""
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"images", "labels"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path} lacks array(s) {sorted(missing)}; it has {archive.files}")
-        images = torch.as_tensor(archive["images"], dtype=torch.float32)
-        labels = torch.as_tensor(archive["labels"], dtype=torch.int64)
+class DatasetFormatError(ValueError):
+    """The file is not a labelled image set this service can read; the message says why."""
+
+
+@dataclass(frozen=True)
+class RawLabelledImages:
+    """Arrays as uploaded, before they are scaled for a network."""
+
+    images: np.ndarray  # [N, C, H, W], uint8 pixels or float inputs
+    labels: np.ndarray  # [N] integers
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
+
+    def class_counts(self) -> dict[int, int]:
+        values, counts = np.unique(self.labels, return_counts=True)
+        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+    def prepared(
+        self, mean: list[float] | None = None, std: list[float] | None = None
+    ) -> LabelledImages:
+        """Network inputs: uint8 pixels are scaled to [0, 1] and normalised with the teacher's mean
+        and std; float images are taken as already in the teacher's input space."""
+        images = torch.as_tensor(self.images)
+        if images.dtype == torch.uint8:
+            images = images.float() / 255.0
+            if mean is not None and std is not None:
+                shape = (1, -1, 1, 1)
+                images = (images - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+        return LabelledImages(images.float(), torch.as_tensor(self.labels, dtype=torch.int64))
+
+
+def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
     if images.ndim == 3:
-        images = images.unsqueeze(1)
-    if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(
-            f"images must be [N, C, H, W] with one label each; got {list(images.shape)} and {len(labels)} labels"
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DatasetFormatError(
+            f"images must be [N, C, H, W] or [N, H, W]; got shape {list(images.shape)}"
         )
-    return LabelledImages(images, labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DatasetFormatError(
+            f"labels must be [N] with one per image; got {list(labels.shape)} for {len(images)} images"
+        )
+    if len(images) == 0:
+        raise DatasetFormatError("the set holds no images")
+    if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
+        raise DatasetFormatError(f"images must be uint8 pixels or floats; got {images.dtype}")
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+        raise DatasetFormatError("images hold NaN or infinite values")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetFormatError(f"labels must be integers; got {labels.dtype}")
+    if labels.min() < 0:
+        raise DatasetFormatError("labels must be class indices >= 0")
+    return RawLabelledImages(images, labels.astype(np.int64))
+
+
+def read_labelled(source: Path | bytes) -> RawLabelledImages:
+    """An npz (no pickles) or safetensors file holding `images` and `labels`."""
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                arrays = {
+                    name: archive[name] for name in ("images", "labels") if name in archive.files
+                }
+                present = archive.files
+        except ValueError as error:  # object arrays need pickle, which is refused
+            raise DatasetFormatError(f"unreadable npz ({error})") from None
+    else:
+        try:
+            from safetensors.numpy import load
+
+            arrays = load(data)
+            present = list(arrays)
+        except Exception as error:
+            raise DatasetFormatError(f"neither an npz nor a safetensors file ({error})") from None
+    missing = {"images", "labels"} - set(arrays)
+    if missing:
+        raise DatasetFormatError(
+            f"the file lacks array(s) {sorted(missing)}; it has {sorted(present)}"
+        )
+    return _validated(arrays["images"], arrays["labels"])
+
+
+def load_npz(path: Path) -> LabelledImages:
+    """An npz with `images` [N, C, H, W] (or [N, H, W]) and integer `labels` [N], used as given."""
+    return read_labelled(path).prepared()
 
 
 def save_npz(path: Path, data: LabelledImages) -> None:

@@ -50,6 +50,28 @@ class Teacher(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     parameter_count: Mapped[int] = mapped_column(BigInteger)
+    # activation record shipped by the owner for the Lopes methods (core.metadata)
+    metadata_key: Mapped[str | None] = mapped_column(String(300))
+    metadata_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Dataset(Base):
+    """A labelled image set for evaluation or few-shot fine-tuning, never for data-free training."""
+
+    __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dst"))
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(20))
+    blob_key: Mapped[str] = mapped_column(String(300))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    num_examples: Mapped[int] = mapped_column(Integer)
+    image_shape: Mapped[list[Any]]
+    pixel_dtype: Mapped[str] = mapped_column(String(20))
+    class_counts: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -81,6 +103,12 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     student_key: Mapped[str | None] = mapped_column(String(300))
+    evaluation_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    few_shot_dataset_id: Mapped[str | None] = mapped_column(ForeignKey("datasets.id"))
+    few_shot_per_class: Mapped[int | None] = mapped_column(Integer)
+    sample_every: Mapped[int] = mapped_column(Integer, default=0)
+    checkpoint_every: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -103,6 +131,21 @@ class MetricPoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     value: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobArtifact(Base):
+    """A file a job produced: sample grids by step, evaluation plots."""
+
+    __tablename__ = "job_artifacts"
+    __table_args__ = (Index("ix_job_artifacts_job_kind", "job_id", "kind", "step"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(40))  # samples | transition_curves
+    step: Mapped[int] = mapped_column(Integer)
+    blob_key: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class JobEvent(Base):

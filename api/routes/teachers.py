@@ -10,15 +10,17 @@ from api.deps import BlobsDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
-from api.uploads import refuse_unsafe_formats, spool_upload
+from api.uploads import (
+    refuse_declared_oversize,
+    refuse_unsafe_formats,
+    spool_upload,
+    store_upload,
+)
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
 from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
-from service.blobstore import BlobStoreError
 from service.models import Teacher, new_id
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
-
-UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries and form fields around the file
 
 
 def to_public(teacher: Teacher) -> TeacherPublic:
@@ -111,13 +113,7 @@ def upload_teacher(
         str | None, Form(description="per-channel std the teacher was trained with, e.g. [0.3081]")
     ] = None,
 ) -> TeacherPublic:
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > settings.max_upload_bytes + UPLOAD_OVERHEAD:
-        raise ApiError(
-            413,
-            "upload_too_large",
-            f"the upload is larger than the {settings.max_upload_bytes} byte limit",
-        )
+    refuse_declared_oversize(request, settings.max_upload_bytes)
     if format != "safetensors":
         raise ApiError(
             422,
@@ -158,13 +154,7 @@ def upload_teacher(
             parameter_count=parameter_count(model),
         )
         teacher.blob_key = f"teachers/{teacher.id}/weights.safetensors"
-        try:
-            with upload.path.open("rb") as stream:
-                blobs.put(teacher.blob_key, stream, upload.size)
-        except BlobStoreError as error:
-            raise ApiError(
-                503, "storage_unavailable", f"{error}; nothing was stored, try again"
-            ) from None
+        store_upload(blobs, teacher.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
     session.add(teacher)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from sqlalchemy import select
+
+from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.errors import ERROR_RESPONSES, ApiError
+from api.pagination import encode_cursor, newest_first_page
+from api.schemas import DatasetPublic, DatasetsPublic, as_utc
+from api.uploads import refuse_declared_oversize, spool_upload, store_upload
+from core.datasets import DatasetFormatError, read_labelled
+from service.models import Dataset, new_id
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
+
+
+def to_public(dataset: Dataset) -> DatasetPublic:
+    return DatasetPublic(
+        id=dataset.id,
+        name=dataset.name,
+        format=dataset.format,
+        sha256=dataset.sha256,
+        size_bytes=dataset.size_bytes,
+        num_examples=dataset.num_examples,
+        image_shape=dataset.image_shape,
+        pixel_dtype=dataset.pixel_dtype,
+        class_counts={int(k): v for k, v in dataset.class_counts.items()},
+        created_at=as_utc(dataset.created_at),
+    )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Upload a labelled image set for evaluation or few-shot fine-tuning",
+    responses={413: ERROR_RESPONSES[422] | {"description": "File too large"}},
+)
+def upload_dataset(
+    request: Request,
+    session: SessionDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    file: Annotated[
+        UploadFile,
+        File(
+            description=(
+                "npz (no pickles) or safetensors with `images` [N, C, H, W] (or [N, H, W]) and integer "
+                "`labels` [N]. uint8 images are pixels: they are scaled to [0, 1] and normalised with the "
+                "teacher's input_mean/input_std. Float images are taken as already in the teacher's input space."
+            )
+        ),
+    ],
+    name: Annotated[
+        str | None, Form(max_length=200, description="defaults to the file name")
+    ] = None,
+) -> DatasetPublic:
+    refuse_declared_oversize(request, settings.max_upload_bytes)
+    upload = spool_upload(file.file, settings.max_upload_bytes)
+    try:
+        try:
+            data = read_labelled(upload.path)
+        except DatasetFormatError as error:
+            raise ApiError(422, "invalid_dataset", str(error)) from None
+        dataset = Dataset(
+            id=new_id("dst"),
+            name=name or file.filename or "dataset",
+            format="npz" if upload.head.startswith(b"PK\x03\x04") else "safetensors",
+            sha256=upload.sha256,
+            size_bytes=upload.size,
+            num_examples=len(data.labels),
+            image_shape=list(data.image_shape),
+            pixel_dtype=str(data.images.dtype),
+            class_counts={str(k): v for k, v in data.class_counts().items()},
+        )
+        dataset.blob_key = f"datasets/{dataset.id}/data.{dataset.format}"
+        store_upload(blobs, dataset.blob_key, upload)
+    finally:
+        upload.path.unlink(missing_ok=True)
+    session.add(dataset)
+    session.commit()
+    return to_public(dataset)
+
+
+@router.get("", summary="Datasets, newest first")
+def list_datasets(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> DatasetsPublic:
+    rows = list(
+        session.scalars(
+            newest_first_page(select(Dataset), Dataset.created_at, Dataset.id, after, limit)
+        )
+    )
+    page, more = rows[:limit], len(rows) > limit
+    return DatasetsPublic(
+        items=[to_public(d) for d in page],
+        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
+        has_more=more,
+    )
+
+
+@router.get("/{dataset_id}", summary="One dataset")
+def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise ApiError(404, "not_found", f"no dataset {dataset_id!r}")
+    return to_public(dataset)
