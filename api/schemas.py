@@ -193,6 +193,33 @@ class JobCreate(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="free-form, returned as given"
     )
+    evaluation_dataset_id: str | None = Field(
+        None,
+        description="labelled set (POST /v1/datasets) to report accuracy, agreement and MTE on; "
+        "never used for training or for choosing anything",
+    )
+    few_shot_dataset_id: str | None = Field(
+        None,
+        description="labelled set to fine-tune the student on after data-free training (KD + AT)",
+    )
+    few_shot_per_class: int = Field(
+        100,
+        ge=1,
+        le=100_000,
+        description="M, real images per class taken from the few-shot set (paper: 100)",
+    )
+    sample_every: int = Field(
+        100,
+        ge=0,
+        le=10_000_000,
+        description="iterations between generator sample grids (PNG); 0 means none",
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="iterations between checkpoints; unset means the service's setting",
+    )
 
 
 class Progress(BaseModel):
@@ -211,7 +238,9 @@ class JobError(BaseModel):
 class JobLinks(BaseModel):
     self: str
     metrics: str
+    samples: str
     student: str | None = Field(description="present once the job succeeded")
+    report: str | None = Field(description="present once an evaluation report exists")
 
 
 class JobPublic(BaseModel):
@@ -229,6 +258,14 @@ class JobPublic(BaseModel):
     metrics: dict[str, float] = Field(
         description="latest metric values, with the step they were taken at"
     )
+    evaluation_dataset_id: str | None
+    few_shot_dataset_id: str | None
+    few_shot_per_class: int | None
+    sample_every: int
+    checkpoint_every: int
+    report: dict[str, Any] | None = Field(
+        description="evaluation on the labelled set: accuracies, agreement, MTE (last iterate)"
+    )
     attempts: int
     cancel_requested: bool
     error: JobError | None
@@ -242,6 +279,15 @@ class JobsPublic(BaseModel):
     items: list[JobPublic]
     next_cursor: str | None = Field(description="pass as `after` for the next page")
     has_more: bool
+
+
+class SamplePublic(BaseModel):
+    step: int
+    url: str = Field(description="the PNG grid")
+
+
+class SamplesPublic(BaseModel):
+    items: list[SamplePublic]
 
 
 class MetricPointPublic(BaseModel):

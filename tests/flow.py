@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
 import httpx
+from PIL import Image
 
 from core.datasets import LabelledImages
 from core.evaluation import accuracy
@@ -21,11 +23,12 @@ JOB = {
     "batch_size": 128,
     "seed": 7,
     "hyperparameters": {"generator_width": 32, "log_every": 10},
+    "sample_every": 50,
 }
 
 
 def distil_over_http(
-    base_url: str, teacher_file: Path, heldout: LabelledImages, timeout: float = 300
+    base_url: str, teacher_file: Path, heldout: LabelledImages, timeout: float = 600
 ) -> dict:
     """Runs the flow and checks every step a user sees; returns the final job with the student's accuracy."""
     with httpx.Client(base_url=base_url, timeout=30) as client:
@@ -68,6 +71,12 @@ def distil_over_http(
 
         series = client.get(f"/v1/jobs/{job_id}/metrics", params={"name": "kl"}).json()["items"]
         assert [point["step"] for point in series] == list(range(10, JOB["iterations"] + 1, 10))
+
+        samples = client.get(final["links"]["samples"]).json()["items"]
+        assert [sample["step"] for sample in samples] == [50, 100, 150]
+        grid = client.get(samples[-1]["url"])
+        assert grid.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(grid.content)).size[0] > 32 * 8
 
         download = client.get(final["links"]["student"])
         assert download.status_code == 200

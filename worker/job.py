@@ -12,26 +12,16 @@ import torch
 
 from core.methods import METHODS
 from core.models import build, get_spec
-from core.training import CancelledError, DistillationTask, DivergedError, Progress, TrainingHooks
+from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
 from service.blobstore import BlobStoreError
 from service.db import session_scope
-from service.job_state import (
-    add_event,
-    cancel_requested,
-    claim_job,
-    drop_metrics_after,
-    finish_job,
-    renew_lease,
-)
-from service.models import Job, JobStatus, MetricPoint, Teacher
+from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
+from service.models import Job, JobStatus, Teacher
 from worker.context import WorkerContext
+from worker.hooks import JobHooks, checkpoint_key
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_key(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoint.pt"
 
 
 def student_key(job_id: str) -> str:
@@ -45,67 +35,6 @@ class JobFailure(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-class JobHooks(TrainingHooks):
-    """Writes progress and metrics to the database off the hot loop: buffered, flushed each second."""
-
-    flush_interval_seconds = 1.0
-    cancel_check_interval_seconds = 2.0
-
-    def __init__(self, context: WorkerContext, job_id: str, batch_size: int) -> None:
-        self.context = context
-        self.job_id = job_id
-        self.batch_size = batch_size
-        self.checkpoint_every = context.settings.checkpoint_every
-        self._points: list[MetricPoint] = []
-        self._progress: dict[str, Any] = {}
-        self._last_flush = 0.0
-        self._last_cancel_check = time.monotonic()
-
-    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-        self._points.extend(
-            MetricPoint(job_id=self.job_id, name=n, step=step, value=v) for n, v in metrics.items()
-        )
-        self._progress = {
-            "progress_step": step,
-            "samples_per_second": progress.samples_per_second,
-            "eta_seconds": progress.eta_seconds,
-            "latest_metrics": {**metrics, "step": step},
-        }
-        if (
-            time.monotonic() - self._last_flush >= self.flush_interval_seconds
-            or step == progress.total
-        ):
-            self.flush()
-
-    def flush(self) -> None:
-        if not self._points and not self._progress:
-            return
-        with session_scope(self.context.sessions) as session:
-            session.add_all(self._points)
-            renew_lease(
-                session, self.job_id, self.context.settings.job_lease_seconds, **self._progress
-            )
-        self._points, self._progress = [], {}
-        self._last_flush = time.monotonic()
-
-    def on_warning(self, message: str) -> None:
-        with session_scope(self.context.sessions) as session:
-            add_event(session, self.job_id, "warning", message)
-
-    def should_stop(self, step: int) -> bool:
-        if time.monotonic() - self._last_cancel_check < self.cancel_check_interval_seconds:
-            return False
-        self._last_cancel_check = time.monotonic()
-        with session_scope(self.context.sessions) as session:
-            return cancel_requested(session, self.job_id)
-
-    def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        self.flush()  # metrics up to the checkpoint are durable before it is
-        self.context.blobs.put_bytes(checkpoint_key(self.job_id), buffer.getvalue())
 
 
 def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
@@ -158,7 +87,14 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
                 "info",
                 f"resuming from the checkpoint at step {checkpoint['step']}",
             )
-    hooks = JobHooks(context, job.id, job.batch_size)
+    hooks = JobHooks(
+        context,
+        job.id,
+        checkpoint_every=job.checkpoint_every or context.settings.checkpoint_every,
+        sample_every=job.sample_every,
+        input_mean=teacher.input_mean,
+        input_std=teacher.input_std,
+    )
     result = METHODS[job.method].distill(
         task, _method_config(job, device), hooks, resume_from=checkpoint
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from api.deps import BlobsDep, QueueDep, SessionDep
+from api.deps import BlobsDep, QueueDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import (
@@ -20,6 +20,8 @@ from api.schemas import (
     MetricPointPublic,
     MetricsPublic,
     Progress,
+    SamplePublic,
+    SamplesPublic,
     StudentSpec,
     as_utc,
 )
@@ -27,7 +29,16 @@ from core.methods import METHODS
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
 from service.blobstore import BlobNotFoundError
 from service.job_state import add_event, request_cancel
-from service.models import FINAL_STATUSES, Job, JobStatus, MetricPoint, Teacher, new_id
+from service.models import (
+    FINAL_STATUSES,
+    Dataset,
+    Job,
+    JobArtifact,
+    JobStatus,
+    MetricPoint,
+    Teacher,
+    new_id,
+)
 from service.queue import QueueUnavailableError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -55,6 +66,12 @@ def to_public(job: Job, request: Request) -> JobPublic:
             eta_seconds=0.0 if job.status == JobStatus.succeeded else job.eta_seconds,
         ),
         metrics=metrics,
+        evaluation_dataset_id=job.evaluation_dataset_id,
+        few_shot_dataset_id=job.few_shot_dataset_id,
+        few_shot_per_class=job.few_shot_per_class,
+        sample_every=job.sample_every,
+        checkpoint_every=job.checkpoint_every,
+        report=job.report,
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
         error=JobError(code=job.error_code, message=job.error_message or "")
@@ -66,7 +83,9 @@ def to_public(job: Job, request: Request) -> JobPublic:
         links=JobLinks(
             self=base,
             metrics=f"{base}/metrics",
+            samples=f"{base}/samples",
             student=f"{base}/student" if job.status == JobStatus.succeeded else None,
+            report=f"{base}/report" if job.report else None,
         ),
     )
 
@@ -103,9 +122,36 @@ def _validate_student(body: JobCreate, teacher: Teacher) -> dict[str, Any]:
     return kwargs
 
 
+def _check_dataset(
+    session: SessionDep, field: str, dataset_id: str | None, teacher: Teacher
+) -> None:
+    if dataset_id is None:
+        return
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise ApiError(
+            422,
+            "dataset_not_found",
+            f"{field}: no dataset {dataset_id!r}; upload one with POST /v1/datasets",
+        )
+    if list(dataset.image_shape) != list(teacher.input_shape):
+        raise ApiError(
+            422,
+            "dataset_mismatch",
+            f"{field}: the dataset's images are {dataset.image_shape} but the teacher takes {teacher.input_shape}",
+        )
+    largest = max(int(label) for label in dataset.class_counts)
+    if largest >= teacher.num_classes:
+        raise ApiError(
+            422,
+            "dataset_mismatch",
+            f"{field}: the dataset has label {largest} but the teacher has {teacher.num_classes} classes",
+        )
+
+
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a distillation job")
 def create_job(
-    body: JobCreate, request: Request, session: SessionDep, queue: QueueDep
+    body: JobCreate, request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep
 ) -> JobPublic:
     teacher = session.get(Teacher, body.teacher_id)
     if teacher is None:
@@ -115,6 +161,8 @@ def create_job(
             f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
         )
     student_kwargs = _validate_student(body, teacher)
+    for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
+        _check_dataset(session, field, getattr(body, field), teacher)
     config = METHODS[body.method].Config(
         **body.hyperparameters.model_dump(),
         iterations=body.iterations,
@@ -135,6 +183,11 @@ def create_job(
         seed=body.seed,
         hyperparameters=effective,
         job_metadata=body.metadata,
+        evaluation_dataset_id=body.evaluation_dataset_id,
+        few_shot_dataset_id=body.few_shot_dataset_id,
+        few_shot_per_class=body.few_shot_per_class if body.few_shot_dataset_id else None,
+        sample_every=body.sample_every,
+        checkpoint_every=body.checkpoint_every or settings.checkpoint_every,
         status=JobStatus.queued,
         latest_metrics={},
     )
@@ -257,19 +310,93 @@ def download_student(
             "student_not_ready",
             f"the job is {job.status}; the student exists once it succeeded",
         )
+    filename = f"{job.id}-{job.student_architecture}.safetensors"
+    return _stream_blob(blobs, job.student_key, "application/octet-stream", filename)
+
+
+def _stream_blob(
+    blobs: BlobsDep, key: str, media_type: str, filename: str | None = None
+) -> StreamingResponse:
     try:
-        chunks = blobs.iter_chunks(job.student_key)
-        first = next(chunks)
+        chunks = blobs.iter_chunks(key)
+        first = next(chunks, b"")
     except BlobNotFoundError:
-        raise ApiError(404, "not_found", "the student's file is missing from storage") from None
+        raise ApiError(404, "not_found", "the file is missing from storage") from None
 
     def body() -> Iterator[bytes]:
         yield first
         yield from chunks
 
-    filename = f"{job.id}-{job.student_architecture}.safetensors"
-    return StreamingResponse(
-        body(),
-        media_type="application/octet-stream",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'} if filename else None
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+@router.get("/{job_id}/samples", summary="Generator sample grids by step")
+def list_samples(job_id: str, request: Request, session: SessionDep) -> SamplesPublic:
+    _job_or_404(session, job_id)
+    steps = session.scalars(
+        select(JobArtifact.step)
+        .where(JobArtifact.job_id == job_id, JobArtifact.kind == "samples")
+        .order_by(JobArtifact.step)
     )
+    return SamplesPublic(
+        items=[
+            SamplePublic(
+                step=step, url=str(request.url_for("get_sample", job_id=job_id, step=step))
+            )
+            for step in steps
+        ]
+    )
+
+
+@router.get(
+    "/{job_id}/samples/{step}",
+    summary="One sample grid (PNG)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
+)
+def get_sample(job_id: str, step: int, session: SessionDep, blobs: BlobsDep) -> StreamingResponse:
+    _job_or_404(session, job_id)
+    key = session.scalar(
+        select(JobArtifact.blob_key).where(
+            JobArtifact.job_id == job_id, JobArtifact.kind == "samples", JobArtifact.step == step
+        )
+    )
+    if key is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no sample grid at step {step}; GET /v1/jobs/{job_id}/samples lists them",
+        )
+    return _stream_blob(blobs, key, "image/png")
+
+
+@router.get("/{job_id}/report", summary="The evaluation report (needs an evaluation dataset)")
+def get_report(job_id: str, session: SessionDep) -> dict[str, Any]:
+    job = _job_or_404(session, job_id)
+    if job.report is None:
+        reason = (
+            "the job has no evaluation_dataset_id"
+            if job.evaluation_dataset_id is None
+            else f"the job is {job.status}; the report is written when it succeeds"
+        )
+        raise ApiError(409, "report_not_ready", reason)
+    return job.report
+
+
+@router.get(
+    "/{job_id}/report/transition-curves.png",
+    summary="MTE transition curves (PNG)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
+)
+def get_transition_curves(job_id: str, session: SessionDep, blobs: BlobsDep) -> StreamingResponse:
+    _job_or_404(session, job_id)
+    key = session.scalar(
+        select(JobArtifact.blob_key).where(
+            JobArtifact.job_id == job_id, JobArtifact.kind == "transition_curves"
+        )
+    )
+    if key is None:
+        raise ApiError(404, "not_found", "this job has no transition-curve plot")
+    return _stream_blob(blobs, key, "image/png")

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -138,3 +141,48 @@ def test_cancel_of_a_queued_job_ends_it_and_a_second_cancel_is_409(
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+def _dataset(client: TestClient, images: np.ndarray, labels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=images, labels=labels)
+    response = client.post("/v1/datasets", files={"file": ("d.npz", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_datasets_must_fit_the_teacher(client: TestClient, teacher_id: str) -> None:
+    fitting = _dataset(client, np.zeros((4, 1, 32, 32), np.uint8), np.arange(4))
+    wrong_size = _dataset(client, np.zeros((4, 28, 28), np.uint8), np.arange(4))
+    wrong_labels = _dataset(client, np.zeros((4, 1, 32, 32), np.uint8), np.array([0, 1, 2, 12]))
+    accepted = client.post(
+        "/v1/jobs",
+        json=job_body(teacher_id, evaluation_dataset_id=fitting, few_shot_dataset_id=fitting),
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert (
+        accepted.json()["evaluation_dataset_id"] == fitting
+        and accepted.json()["few_shot_per_class"] == 100
+    )
+    for field, dataset_id, code, fragment in (
+        ("evaluation_dataset_id", "dst_missing", "dataset_not_found", "dst_missing"),
+        ("evaluation_dataset_id", wrong_size, "dataset_mismatch", "[1, 28, 28]"),
+        ("few_shot_dataset_id", wrong_labels, "dataset_mismatch", "label 12"),
+    ):
+        response = client.post("/v1/jobs", json=job_body(teacher_id, **{field: dataset_id}))
+        assert response.status_code == 422, response.text
+        assert (
+            response.json()["error"]["code"] == code
+            and fragment in response.json()["error"]["message"]
+        )
+
+
+def test_samples_and_report_of_a_new_job(client: TestClient, teacher_id: str) -> None:
+    job = client.post("/v1/jobs", json=job_body(teacher_id)).json()
+    assert client.get(job["links"]["samples"]).json() == {"items": []}
+    assert client.get(f"/v1/jobs/{job['id']}/samples/10").status_code == 404
+    report = client.get(f"/v1/jobs/{job['id']}/report")
+    assert (
+        report.status_code == 409
+        and "no evaluation_dataset_id" in report.json()["error"]["message"]
+    )

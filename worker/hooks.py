@@ -1,0 +1,109 @@
+"""The job's side of the training loop: progress, metrics, samples and checkpoints to the outside."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import torch
+
+from core.images import sample_grid
+from core.training import Progress, TrainingHooks
+from service.db import session_scope
+from service.job_state import add_event, cancel_requested, renew_lease
+from service.models import JobArtifact, MetricPoint
+from worker.context import WorkerContext
+
+
+def checkpoint_key(job_id: str) -> str:
+    return f"jobs/{job_id}/checkpoint.pt"
+
+
+def samples_key(job_id: str, step: int) -> str:
+    return f"jobs/{job_id}/samples/{step:09d}.png"
+
+
+class JobHooks(TrainingHooks):
+    """Writes progress and metrics to the database off the hot loop: buffered, flushed each second."""
+
+    flush_interval_seconds = 1.0
+    cancel_check_interval_seconds = 2.0
+
+    def __init__(
+        self,
+        context: WorkerContext,
+        job_id: str,
+        *,
+        checkpoint_every: int,
+        sample_every: int,
+        input_mean: list[float] | None = None,
+        input_std: list[float] | None = None,
+    ) -> None:
+        self.context = context
+        self.job_id = job_id
+        self.checkpoint_every = checkpoint_every
+        self.sample_every = sample_every
+        self.input_mean, self.input_std = input_mean, input_std
+        self._points: list[MetricPoint] = []
+        self._progress: dict[str, Any] = {}
+        self._last_flush = 0.0
+        self._last_cancel_check = time.monotonic()
+
+    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        self._points.extend(
+            MetricPoint(job_id=self.job_id, name=n, step=step, value=v) for n, v in metrics.items()
+        )
+        self._progress = {
+            "progress_step": step,
+            "samples_per_second": progress.samples_per_second,
+            "eta_seconds": progress.eta_seconds,
+            "latest_metrics": {**metrics, "step": step},
+        }
+        if (
+            time.monotonic() - self._last_flush >= self.flush_interval_seconds
+            or step == progress.total
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._points and not self._progress:
+            return
+        with session_scope(self.context.sessions) as session:
+            session.add_all(self._points)
+            renew_lease(
+                session, self.job_id, self.context.settings.job_lease_seconds, **self._progress
+            )
+        self._points, self._progress = [], {}
+        self._last_flush = time.monotonic()
+
+    def on_warning(self, message: str) -> None:
+        with session_scope(self.context.sessions) as session:
+            add_event(session, self.job_id, "warning", message)
+
+    def should_stop(self, step: int) -> bool:
+        if time.monotonic() - self._last_cancel_check < self.cancel_check_interval_seconds:
+            return False
+        self._last_cancel_check = time.monotonic()
+        with session_scope(self.context.sessions) as session:
+            return cancel_requested(session, self.job_id)
+
+    def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        self.flush()  # metrics up to the checkpoint are durable before it is
+        self.context.blobs.put_bytes(checkpoint_key(self.job_id), buffer.getvalue())
+
+    def on_samples(self, step: int, images: torch.Tensor) -> None:
+        key = samples_key(self.job_id, step)
+        self.context.blobs.put_bytes(key, sample_grid(images, self.input_mean, self.input_std))
+        with session_scope(self.context.sessions) as session:
+            session.add(
+                JobArtifact(
+                    job_id=self.job_id,
+                    kind="samples",
+                    step=step,
+                    blob_key=key,
+                    content_type="image/png",
+                )
+            )
