@@ -208,6 +208,15 @@ class JobCreate(BaseModel):
         le=100_000,
         description="M, real images per class taken from the few-shot set (paper: 100)",
     )
+    mte_images: int = Field(
+        1000,
+        ge=0,
+        le=100_000,
+        description="N, evaluation images the MTE walks from (paper: 1000); 0 skips MTE",
+    )
+    mte_steps: int = Field(
+        100, ge=1, le=10_000, description="K, gradient steps per transition curve (paper: 100)"
+    )
     sample_every: int = Field(
         100,
         ge=0,

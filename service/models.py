@@ -108,6 +108,7 @@ class Job(Base):
     few_shot_per_class: Mapped[int | None] = mapped_column(Integer)
     sample_every: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_every: Mapped[int] = mapped_column(Integer, default=0)
+    evaluation_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -139,7 +140,9 @@ class JobArtifact(Base):
     __tablename__ = "job_artifacts"
     __table_args__ = (Index("ix_job_artifacts_job_kind", "job_id", "kind", "step"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(40))  # samples | transition_curves
     step: Mapped[int] = mapped_column(Integer)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 from torch import nn
 
+from api.main import create_app
 from core.datasets import LabelledImages, mnist_digits, save_npz
 from core.evaluation import accuracy
 from core.models import build
 from core.training_supervised import train_classifier
+from service.migrate import upgrade_to_head
+from service.queue import InProcessJobQueue
+from service.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +52,36 @@ def heldout_file(
     path = tmp_path_factory.mktemp("data") / "heldout.npz"
     save_npz(path, digits[1])
     return path
+
+
+# --- the API on the embedded default, in-process
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=5 * 1024 * 1024)
+    settings.data_dir.mkdir(parents=True)
+    upgrade_to_head(settings.resolved_database_url)
+    return settings
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The API on the embedded default (SQLite, local folder) with no runner: jobs stay queued."""
+    with TestClient(create_app(settings, queue=InProcessJobQueue())) as client:
+        yield client
+
+
+@pytest.fixture
+def teacher_id(client: TestClient, teacher_file: Path) -> str:
+    with teacher_file.open("rb") as handle:
+        response = client.post(
+            "/v1/teachers",
+            files={"file": ("lenet5.safetensors", handle, "application/octet-stream")},
+            data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "0.3081"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
 
 
 pytest_plugins = ["tests.real_services"]

@@ -5,21 +5,26 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
+from sqlalchemy import update
+from torch import nn
 
-from core.methods import METHODS
+from core.datasets import LabelledImages, read_labelled
+from core.methods import METHODS, fewshot
+from core.methods.fewshot import FewShotConfig
 from core.models import build, get_spec
 from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
-from service.models import Job, JobStatus, Teacher
+from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from worker.context import WorkerContext
-from worker.hooks import JobHooks, checkpoint_key
+from worker.evaluation import evaluate
+from worker.hooks import JobHooks, PhaseHooks, checkpoint_key
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +104,62 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         task, _method_config(job, device), hooks, resume_from=checkpoint
     )
     hooks.flush()
-    context.blobs.put_bytes(student_key(job.id), state_dict_bytes(result.student))
+    student = result.student
+
+    # --- optional few-shot fine-tuning on real images (ZSKT's few-shot variant)
+    if job.few_shot_dataset_id:
+        few_shot_data = _load_dataset(context, job.few_shot_dataset_id, teacher)
+        few_shot_hooks = PhaseHooks(hooks, prefix="few_shot_", step_offset=job.iterations)
+        config = FewShotConfig(
+            images_per_class=job.few_shot_per_class, seed=job.seed, device=device
+        )
+        task = replace(task, student=student)
+        student = fewshot.distill(task, config, few_shot_data, few_shot_hooks).student
+        few_shot_hooks.flush()
+
+    context.blobs.put_bytes(student_key(job.id), state_dict_bytes(student))
+
+    # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
+    if job.evaluation_dataset_id:
+        _write_report(context, job, teacher, student, task.teacher)
+
+
+def _load_dataset(context: WorkerContext, dataset_id: str, teacher: Teacher) -> LabelledImages:
+    with session_scope(context.sessions) as session:
+        dataset = session.get(Dataset, dataset_id)
+        if dataset is None:
+            raise JobFailure("dataset_missing", f"dataset {dataset_id} no longer exists")
+        key = dataset.blob_key
+    raw = read_labelled(context.blobs.get_bytes(key))
+    return raw.prepared(teacher.input_mean, teacher.input_std)
+
+
+def _write_report(
+    context: WorkerContext, job: Job, teacher: Teacher, student: nn.Module, teacher_model: nn.Module
+) -> None:
+    with session_scope(context.sessions) as session:
+        add_event(
+            session, job.id, "info", "evaluating on the labelled set (accuracy, agreement, MTE)"
+        )
+    data = _load_dataset(context, job.evaluation_dataset_id, teacher)
+    options = job.evaluation_options or {}
+    report = evaluate(
+        student, teacher_model, data, options.get("mte_images", 1000), options.get("mte_steps", 100)
+    )
+    with session_scope(context.sessions) as session:
+        if report.transition_plot is not None:
+            key = f"jobs/{job.id}/transition-curves.png"
+            context.blobs.put_bytes(key, report.transition_plot)
+            session.add(
+                JobArtifact(
+                    job_id=job.id,
+                    kind="transition_curves",
+                    step=job.iterations,
+                    blob_key=key,
+                    content_type="image/png",
+                )
+            )
+        session.execute(update(Job).where(Job.id == job.id).values(report=report.numbers))
 
 
 def run_job(job_id: str, context: WorkerContext) -> None:

@@ -188,6 +188,7 @@ def create_job(
         few_shot_per_class=body.few_shot_per_class if body.few_shot_dataset_id else None,
         sample_every=body.sample_every,
         checkpoint_every=body.checkpoint_every or settings.checkpoint_every,
+        evaluation_options={"mte_images": body.mte_images, "mte_steps": body.mte_steps},
         status=JobStatus.queued,
         latest_metrics={},
     )
