@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from core.methods.zskt import PAPER_BETA_AT_MEAN_REDUCTION, ZSKTConfig
-
-_ZSKT = ZSKTConfig()
+from api.job_specs import StudentSpec
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -53,6 +51,10 @@ class TeacherPublic(BaseModel):
     sha256: str
     size_bytes: int
     parameter_count: int
+    metadata: dict[str, Any] | None = Field(
+        None,
+        description="summary of the activation record for the lopes method, if one was uploaded",
+    )
     created_at: datetime
 
 
@@ -87,148 +89,6 @@ class DatasetsPublic(BaseModel):
 
 
 # --- jobs
-
-
-class StudentSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    architecture: str = Field(
-        description="a name from GET /v1/architectures", examples=["lenet5_half"]
-    )
-    kwargs: dict[str, Any] = Field(
-        default_factory=dict,
-        description="constructor arguments; num_classes, in_channels and image_size default to the teacher's",
-    )
-
-
-class ZSKTHyperparameters(BaseModel):
-    """ZSKT (Micaelli & Storkey, 2019). Defaults are the paper's CIFAR-10 scripts unless noted."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    z_dim: int = Field(
-        _ZSKT.z_dim, ge=1, le=4096, description="dimension of the generator's noise z (paper: 100)"
-    )
-    generator_steps: int = Field(
-        _ZSKT.generator_steps,
-        ge=0,
-        le=100,
-        description="n_g, generator steps per iteration (paper: 1)",
-    )
-    student_steps: int = Field(
-        _ZSKT.student_steps,
-        ge=1,
-        le=1000,
-        description="n_s, student steps per iteration on the same pseudo batch (paper: 10)",
-    )
-    lr_generator: float = Field(
-        _ZSKT.lr_generator,
-        gt=0,
-        le=1,
-        description="Adam learning rate of the generator, cosine-annealed (paper: 1e-3)",
-    )
-    lr_student: float = Field(
-        _ZSKT.lr_student,
-        gt=0,
-        le=1,
-        description="Adam learning rate of the student, cosine-annealed (paper: 2e-3)",
-    )
-    beta: float | None = Field(
-        None,
-        ge=0,
-        description=(
-            f"weight of the attention term. Unset means {PAPER_BETA_AT_MEAN_REDUCTION:g} x num_classes: "
-            f"the paper's {PAPER_BETA_AT_MEAN_REDUCTION:g} was tuned against a KL averaged over batch and classes; "
-            "this service takes the true per-sample KL (batchmean), so the same balance needs C times more"
-        ),
-    )
-    temperature: float = Field(
-        _ZSKT.temperature, gt=0, le=100, description="softmax temperature of the KL (paper: 1)"
-    )
-    grad_clip: float = Field(
-        _ZSKT.grad_clip,
-        ge=0,
-        description="gradient-norm clip for both networks; 0 disables (paper: 5)",
-    )
-    generator_width: int = Field(
-        _ZSKT.generator_width,
-        ge=4,
-        le=1024,
-        description="channels of the generator's first conv (paper: 128, tuned for a GPU; 32 is ~4x faster on a CPU and enough for MNIST)",
-    )
-    attention: bool = Field(
-        _ZSKT.attention,
-        description="attention transfer on taps of matching spatial size (paper: on)",
-    )
-    log_every: int = Field(
-        _ZSKT.log_every, ge=1, le=100_000, description="iterations between metric points"
-    )
-
-
-JOB_EXAMPLE = {
-    "teacher_id": "tch_0123456789abcdef01234567",
-    "method": "zskt",
-    "student": {"architecture": "lenet5_half", "kwargs": {}},
-    "iterations": 300,
-    "batch_size": 128,
-    "seed": 0,
-    "hyperparameters": {"generator_width": 32},
-}
-
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [JOB_EXAMPLE]})
-
-    teacher_id: str = Field(description="id returned by POST /v1/teachers")
-    method: Literal["zskt"] = Field("zskt", description="distillation method")
-    student: StudentSpec
-    iterations: int = Field(
-        _ZSKT.iterations, ge=1, le=10_000_000, description="training iterations (paper: 80 000)"
-    )
-    batch_size: int = Field(
-        _ZSKT.batch_size, ge=2, le=8192, description="pseudo inputs per iteration (paper: 128)"
-    )
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="seed for every random draw of the job")
-    hyperparameters: ZSKTHyperparameters = Field(default_factory=ZSKTHyperparameters)
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="free-form, returned as given"
-    )
-    evaluation_dataset_id: str | None = Field(
-        None,
-        description="labelled set (POST /v1/datasets) to report accuracy, agreement and MTE on; "
-        "never used for training or for choosing anything",
-    )
-    few_shot_dataset_id: str | None = Field(
-        None,
-        description="labelled set to fine-tune the student on after data-free training (KD + AT)",
-    )
-    few_shot_per_class: int = Field(
-        100,
-        ge=1,
-        le=100_000,
-        description="M, real images per class taken from the few-shot set (paper: 100)",
-    )
-    mte_images: int = Field(
-        1000,
-        ge=0,
-        le=100_000,
-        description="N, evaluation images the MTE walks from (paper: 1000); 0 skips MTE",
-    )
-    mte_steps: int = Field(
-        100, ge=1, le=10_000, description="K, gradient steps per transition curve (paper: 100)"
-    )
-    sample_every: int = Field(
-        100,
-        ge=0,
-        le=10_000_000,
-        description="iterations between generator sample grids (PNG); 0 means none",
-    )
-    checkpoint_every: int | None = Field(
-        None,
-        ge=1,
-        le=10_000_000,
-        description="iterations between checkpoints; unset means the service's setting",
-    )
 
 
 class Progress(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from torch import nn
 
 from core.datasets import LabelledImages, read_labelled
+from core.metadata import Metadata, MetadataError, load_metadata
 from core.methods import METHODS, fewshot
 from core.methods.fewshot import FewShotConfig
 from core.models import build, get_spec
@@ -81,6 +82,7 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         num_classes=teacher.num_classes,
         teacher_taps=get_spec(teacher.architecture).taps,
         student_taps=get_spec(job.student_architecture).taps,
+        metadata=_load_metadata(context, teacher) if job.method == "lopes" else None,
     )
     checkpoint = _load_checkpoint(context, job.id, device)
     if checkpoint is not None:
@@ -122,6 +124,17 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
     # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
     if job.evaluation_dataset_id:
         _write_report(context, job, teacher, student, task.teacher)
+
+
+def _load_metadata(context: WorkerContext, teacher: Teacher) -> Metadata:
+    if teacher.metadata_key is None:
+        raise JobFailure(
+            "teacher_has_no_metadata", "method lopes needs the teacher's activation record"
+        )
+    try:
+        return load_metadata(context.blobs.get_bytes(teacher.metadata_key))
+    except MetadataError as error:
+        raise JobFailure("invalid_metadata", str(error)) from None
 
 
 def _load_dataset(context: WorkerContext, dataset_id: str, teacher: Teacher) -> LabelledImages:

@@ -10,9 +10,9 @@ from sqlalchemy import select
 
 from api.deps import BlobsDep, QueueDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError
+from api.job_specs import JobCreate, JobSpec
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import (
-    JobCreate,
     JobError,
     JobLinks,
     JobPublic,
@@ -90,7 +90,7 @@ def to_public(job: Job, request: Request) -> JobPublic:
     )
 
 
-def _validate_student(body: JobCreate, teacher: Teacher) -> dict[str, Any]:
+def _validate_student(body: JobSpec, teacher: Teacher) -> dict[str, Any]:
     try:
         spec = get_spec(body.student.architecture)
     except UnknownArchitectureError as error:
@@ -163,13 +163,20 @@ def create_job(
     student_kwargs = _validate_student(body, teacher)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
+    if body.method == "lopes" and teacher.metadata_key is None:
+        raise ApiError(
+            422,
+            "teacher_has_no_metadata",
+            "method lopes reconstructs inputs from the teacher's activation record; upload the teacher "
+            "with a `metadata` file (made by `dfkd record-metadata`) or add one with PUT /v1/teachers/{id}/metadata",
+        )
     config = METHODS[body.method].Config(
         **body.hyperparameters.model_dump(),
         iterations=body.iterations,
         batch_size=body.batch_size,
         seed=body.seed,
     )
-    effective = asdict(config.effective(teacher.num_classes))
+    effective = asdict(config.effective(teacher.num_classes, tuple(teacher.input_shape)))
     for key in ("iterations", "batch_size", "seed", "device"):
         effective.pop(key)
     job = Job(

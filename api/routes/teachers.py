@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from sqlalchemy import select
+from torch import nn
 
 from api.deps import BlobsDep, SessionDep, SettingsDep
 from api.errors import ERROR_RESPONSES, ApiError
@@ -16,6 +17,7 @@ from api.uploads import (
     spool_upload,
     store_upload,
 )
+from core.metadata import MetadataError, check_teacher, load_metadata
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
 from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
 from service.models import Teacher, new_id
@@ -37,6 +39,7 @@ def to_public(teacher: Teacher) -> TeacherPublic:
         sha256=teacher.sha256,
         size_bytes=teacher.size_bytes,
         parameter_count=teacher.parameter_count,
+        metadata=teacher.metadata_info,
         created_at=as_utc(teacher.created_at),
     )
 
@@ -112,6 +115,12 @@ def upload_teacher(
     input_std: Annotated[
         str | None, Form(description="per-channel std the teacher was trained with, e.g. [0.3081]")
     ] = None,
+    metadata: Annotated[
+        UploadFile | None,
+        File(
+            description="optional activation record for the lopes method (`dfkd record-metadata`)"
+        ),
+    ] = None,
 ) -> TeacherPublic:
     refuse_declared_oversize(request, settings.max_upload_bytes)
     if format != "safetensors":
@@ -154,10 +163,70 @@ def upload_teacher(
             parameter_count=parameter_count(model),
         )
         teacher.blob_key = f"teachers/{teacher.id}/weights.safetensors"
+        if metadata is not None and metadata.filename:
+            _attach_metadata(teacher, model, metadata, blobs, settings.max_upload_bytes)
         store_upload(blobs, teacher.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
     session.add(teacher)
+    session.commit()
+    return to_public(teacher)
+
+
+def _attach_metadata(
+    teacher: Teacher, model: nn.Module, file: UploadFile, blobs: BlobsDep, limit: int
+) -> None:
+    """Validate an activation record against the teacher and store it beside the weights."""
+    upload = spool_upload(file.file, limit)
+    try:
+        refuse_unsafe_formats(upload.head)
+        try:
+            record = load_metadata(upload.path)
+            warning = check_teacher(record, model, tuple(teacher.input_shape))
+        except MetadataError as error:
+            raise ApiError(422, "invalid_metadata", str(error)) from None
+        if record.num_classes != teacher.num_classes:
+            raise ApiError(
+                422,
+                "invalid_metadata",
+                f"the record has {record.num_classes} classes but the teacher has {teacher.num_classes}",
+            )
+        teacher.metadata_key = f"teachers/{teacher.id}/metadata.safetensors"
+        teacher.metadata_info = {
+            "record": record.record,
+            "stats": record.stats,
+            "rank": record.rank,
+            "temperature": record.temperature,
+            "layers": [layer.name for layer in record.layers],
+            "size_bytes": upload.size,
+            "sha256": upload.sha256,
+            "warning": warning,
+        }
+        store_upload(blobs, teacher.metadata_key, upload)
+    finally:
+        upload.path.unlink(missing_ok=True)
+
+
+@router.put(
+    "/{teacher_id}/metadata", summary="Attach or replace the teacher's activation record (lopes)"
+)
+def put_metadata(
+    teacher_id: str,
+    request: Request,
+    session: SessionDep,
+    blobs: BlobsDep,
+    settings: SettingsDep,
+    metadata: Annotated[UploadFile, File(description="record made by `dfkd record-metadata`")],
+) -> TeacherPublic:
+    refuse_declared_oversize(request, settings.max_upload_bytes)
+    teacher = session.get(Teacher, teacher_id)
+    if teacher is None:
+        raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
+    model = load_weights(
+        build(teacher.architecture, **teacher.architecture_kwargs),
+        read_state_dict(blobs.get_bytes(teacher.blob_key)),
+    )
+    _attach_metadata(teacher, model, metadata, blobs, settings.max_upload_bytes)
     session.commit()
     return to_public(teacher)
 

@@ -61,8 +61,10 @@ class ZSKTConfig:
     device: str = "cpu"
     log_every: int = 10
 
-    def effective(self, num_classes: int) -> ZSKTConfig:
-        """This config with every derived default filled in."""
+    def effective(
+        self, num_classes: int, input_shape: tuple[int, int, int] | None = None
+    ) -> ZSKTConfig:
+        """This config with every derived default filled in (none depend on the input shape)."""
         beta = default_beta(num_classes) if self.beta is None else self.beta
         return ZSKTConfig(**{**asdict(self), "beta": beta})
 

@@ -28,7 +28,14 @@ def test_swagger_ui_and_schema_with_readable_operation_ids(client: TestClient) -
         "jobs-get_job",
         "jobs-download_student",
     } <= operation_ids
-    job_create = schema["components"]["schemas"]["JobCreate"]
-    assert job_create["examples"][0]["method"] == "zskt"
-    hyper = schema["components"]["schemas"]["ZSKTHyperparameters"]["properties"]
+    schemas = schema["components"]["schemas"]
+    examples = {
+        name: schemas[name]["examples"][0]["method"] for name in ("ZSKTJob", "DFADJob", "LopesJob")
+    }
+    assert examples == {"ZSKTJob": "zskt", "DFADJob": "dfad", "LopesJob": "lopes"}
+    hyper = schemas["ZSKTHyperparameters"]["properties"]
     assert "paper: 2e-3" in hyper["lr_student"]["description"]
+    assert (
+        "0.01 for MNIST-like"
+        in schemas["DFADHyperparameters"]["properties"]["lr_student"]["description"]
+    )

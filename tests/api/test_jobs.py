@@ -186,3 +186,44 @@ def test_samples_and_report_of_a_new_job(client: TestClient, teacher_id: str) ->
         report.status_code == 409
         and "no evaluation_dataset_id" in report.json()["error"]["message"]
     )
+
+
+def test_dfad_job_shows_the_values_derived_from_the_teacher(
+    client: TestClient, teacher_id: str
+) -> None:
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher_id,
+            "method": "dfad",
+            "student": {"architecture": "lenet5_half"},
+        },
+    )
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["method"] == "dfad" and job["batch_size"] == 256
+    hyper = job["hyperparameters"]
+    assert hyper["lr_student"] == 0.01 and hyper["weight_decay"] == 1e-4  # MNIST-like teacher input
+    assert hyper["z_dim"] == 100 and hyper["generator"] == "dafl"
+
+
+def test_hyperparameters_of_another_method_are_refused(client: TestClient, teacher_id: str) -> None:
+    response = client.post(
+        "/v1/jobs",
+        json=job_body(teacher_id, method="dfad", hyperparameters={"beta": 1.0}),
+    )
+    assert response.status_code == 422
+    assert "beta" in response.json()["error"]["message"]
+
+
+def test_lopes_needs_a_teacher_with_metadata(client: TestClient, teacher_id: str) -> None:
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher_id,
+            "method": "lopes",
+            "student": {"architecture": "lenet5_half"},
+        },
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "teacher_has_no_metadata"
