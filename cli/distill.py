@@ -1,12 +1,14 @@
-"""`dfkd distill`: the core on a local teacher file, no service, with a progress bar."""
+"""`dfkd distill` and `dfkd evaluate`: the core on local files, no service, with a progress bar."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
+
+METHOD_NAMES = ("zskt", "dfad", "lopes")
 
 
 def add_parser(commands: Any) -> None:
@@ -24,7 +26,8 @@ def add_parser(commands: Any) -> None:
         default="{}",
         help="JSON object; shape arguments default to the teacher's",
     )
-    parser.add_argument("--method", default="zskt", choices=["zskt"])
+    parser.add_argument("--method", default="zskt", choices=METHOD_NAMES)
+    parser.add_argument("--metadata", type=Path, default=None, help="activation record (lopes)")
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -37,13 +40,41 @@ def add_parser(commands: Any) -> None:
         help="a method hyperparameter (repeatable)",
     )
     parser.add_argument(
-        "--eval-data", type=Path, default=None, help="npz with images [N,C,H,W] and labels [N]"
+        "--few-shot-data", type=Path, default=None, help="labelled npz to fine-tune on afterwards"
     )
+    parser.add_argument(
+        "--few-shot-per-class", type=int, default=100, help="M real images per class"
+    )
+    parser.add_argument(
+        "--eval-data", type=Path, default=None, help="labelled npz/safetensors to report on"
+    )
+    parser.add_argument("--mte-images", type=int, default=1000, help="0 skips MTE")
+    parser.add_argument("--mte-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("student.safetensors"))
     parser.add_argument(
         "--metrics", type=Path, default=Path("metrics.jsonl"), help="one JSON line per log point"
     )
+    parser.add_argument(
+        "--report", type=Path, default=None, help="evaluation report JSON (with --eval-data)"
+    )
     parser.set_defaults(handler=run)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy, agreement and MTE of a student against its teacher"
+    )
+    evaluate.add_argument("--teacher", type=Path, required=True)
+    evaluate.add_argument("--teacher-arch", required=True)
+    evaluate.add_argument("--teacher-kwargs", default="{}")
+    evaluate.add_argument("--student", type=Path, required=True)
+    evaluate.add_argument("--student-arch", required=True)
+    evaluate.add_argument("--student-kwargs", default="{}")
+    evaluate.add_argument("--data", type=Path, required=True, help="labelled npz/safetensors")
+    evaluate.add_argument("--mte-images", type=int, default=1000, help="0 skips MTE")
+    evaluate.add_argument("--mte-steps", type=int, default=100)
+    evaluate.add_argument(
+        "--plot", type=Path, default=None, help="write the transition-curve PNG here"
+    )
+    evaluate.set_defaults(handler=run_evaluate)
 
 
 def _parse_value(raw: str) -> Any:
@@ -53,15 +84,12 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from core.evaluation import accuracy, agreement_on
-    from core.methods import METHODS
+def _load_pair(
+    args: argparse.Namespace, student_weights: Path | None
+) -> tuple[Any, Any, tuple[int, int, int], int]:
+    """The teacher (weights loaded) and the student (weights loaded when given), from the registry."""
     from core.models import build, get_spec
-    from core.training import DistillationTask, Progress, TrainingHooks
-    from core.weights import load_weights, read_state_dict, state_dict_bytes
+    from core.weights import load_weights, read_state_dict
 
     teacher_spec = get_spec(args.teacher_arch)
     teacher_kwargs = teacher_spec.resolve_kwargs(**json.loads(args.teacher_kwargs))
@@ -76,11 +104,12 @@ def run(args: argparse.Namespace) -> int:
         "image_size": input_shape[1],
     }
     student = build(args.student_arch, **{**shape_kwargs, **json.loads(args.student_kwargs)})
+    if student_weights is not None:
+        load_weights(student, read_state_dict(student_weights))
+    return teacher, student, input_shape, num_classes
 
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    method = METHODS[args.method]
+
+def _config(method: Any, args: argparse.Namespace, device: str) -> Any:
     overrides: dict[str, Any] = dict(item.split("=", 1) for item in args.hp)
     known = {f.name for f in fields(method.Config)}
     unknown = sorted(set(overrides) - known)
@@ -92,22 +121,50 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("iterations", args.iterations), ("batch_size", args.batch_size)):
         if value is not None:
             values[name] = value
-    config = method.Config(**values, seed=args.seed, device=device)
-    print(json.dumps({"method": args.method, **asdict(config.effective(num_classes))}))
+    return method.Config(**values, seed=args.seed, device=device)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from core.datasets import read_labelled
+    from core.methods import METHODS, fewshot
+    from core.models import get_spec
+    from core.report import evaluate
+    from core.training import DistillationTask, Progress, TrainingHooks
+    from core.weights import state_dict_bytes
+
+    teacher, student, input_shape, num_classes = _load_pair(args, None)
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    method = METHODS[args.method]
+    config = _config(method, args, device).effective(num_classes, input_shape)
+    print(json.dumps({"method": args.method, **asdict(config)}))
+    metadata = None
+    if args.method == "lopes":
+        from core.metadata import load_metadata
+
+        if args.metadata is None:
+            raise SystemExit("--method lopes needs --metadata (made by `dfkd record-metadata`)")
+        metadata = load_metadata(args.metadata)
 
     bar = tqdm(total=config.iterations, unit="it")
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     with args.metrics.open("w") as metrics_file:
 
         class BarHooks(TrainingHooks):
+            def __init__(self, phase: str = "") -> None:
+                self.phase = phase
+
             def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-                bar.update(step - bar.n)
-                bar.set_postfix(
-                    kl=f"{metrics['kl']:.3f}",
-                    agree=f"{metrics['pseudo_agreement']:.2f}",
-                    sps=f"{progress.samples_per_second:.0f}",
+                if not self.phase:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(sps=f"{progress.samples_per_second:.0f}")
+                metrics_file.write(
+                    json.dumps({"phase": self.phase or args.method, "step": step, **metrics}) + "\n"
                 )
-                metrics_file.write(json.dumps({"step": step, **metrics}) + "\n")
 
             def on_warning(self, message: str) -> None:
                 tqdm.write(f"warning: {message}")
@@ -117,27 +174,59 @@ def run(args: argparse.Namespace) -> int:
             student,
             input_shape,
             num_classes,
-            teacher_spec.taps,
+            get_spec(args.teacher_arch).taps,
             get_spec(args.student_arch).taps,
+            metadata=metadata,
         )
         result = method.distill(task, config, BarHooks())
-    bar.close()
+        bar.close()
+        trained = result.student
+        if args.few_shot_data:
+            few_shot = fewshot.FewShotConfig(
+                images_per_class=args.few_shot_per_class, seed=args.seed, device=device
+            )
+            data = read_labelled(args.few_shot_data).prepared()
+            trained = fewshot.distill(
+                replace(task, student=trained), few_shot, data, BarHooks("few_shot")
+            ).student
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(state_dict_bytes(result.student))
+    args.out.write_bytes(state_dict_bytes(trained))
     summary: dict[str, Any] = {
         "student": str(args.out),
         "steps": result.steps,
         "seconds": round(result.elapsed_seconds, 1),
     }
     if args.eval_data:
-        from core.datasets import load_npz
-
-        data = load_npz(args.eval_data)
-        student_cpu, teacher_cpu = result.student.cpu(), teacher.cpu()
-        summary |= {
-            "student_accuracy": accuracy(student_cpu, data.images, data.labels),
-            "teacher_accuracy": accuracy(teacher_cpu, data.images, data.labels),
-            "agreement": agreement_on(student_cpu, teacher_cpu, data.images),
-        }
+        report = evaluate(
+            trained,
+            teacher,
+            read_labelled(args.eval_data).prepared(),
+            args.mte_images,
+            args.mte_steps,
+        )
+        summary |= {k: v for k, v in report.numbers.items() if k != "mte"}
+        if "mte" in report.numbers:
+            summary["mte"] = report.numbers["mte"]["mte"]
+        if args.report:
+            args.report.write_text(json.dumps(report.numbers, indent=1))
     print(json.dumps(summary))
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from core.datasets import read_labelled
+    from core.report import evaluate
+
+    teacher, student, _, _ = _load_pair(args, args.student)
+    report = evaluate(
+        student, teacher, read_labelled(args.data).prepared(), args.mte_images, args.mte_steps
+    )
+    if args.plot and report.transition_plot:
+        args.plot.write_bytes(report.transition_plot)
+    numbers = dict(report.numbers)
+    if "mte" in numbers:
+        numbers["mte"] = {
+            k: v for k, v in numbers["mte"].items() if not k.endswith(("_mean", "_stderr"))
+        }
+    print(json.dumps(numbers))
     return 0

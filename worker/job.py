@@ -17,6 +17,7 @@ from core.metadata import Metadata, MetadataError, load_metadata
 from core.methods import METHODS, fewshot
 from core.methods.fewshot import FewShotConfig
 from core.models import build, get_spec
+from core.report import evaluate
 from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
 from service.blobstore import BlobStoreError
@@ -24,7 +25,6 @@ from service.db import session_scope
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from worker.context import WorkerContext
-from worker.evaluation import evaluate
 from worker.hooks import JobHooks, PhaseHooks, checkpoint_key
 
 log = logging.getLogger(__name__)

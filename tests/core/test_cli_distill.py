@@ -35,6 +35,10 @@ def test_distill_writes_a_loadable_student_metrics_and_an_evaluation(
             "cpu",
             "--eval-data",
             str(heldout_file),
+            "--mte-images",
+            "20",
+            "--mte-steps",
+            "5",
             "--out",
             str(out),
             "--metrics",
@@ -49,6 +53,7 @@ def test_distill_writes_a_loadable_student_metrics_and_an_evaluation(
     assert summary["steps"] == 40
     assert summary["student_accuracy"] > 0.6  # chance is 0.1; ~0.85 after 40 iterations here
     assert summary["teacher_accuracy"] > 0.95
+    assert 0 < summary["mte"] < 1
     load_weights(build("lenet5_half"), read_state_dict(out))
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == list(range(5, 41, 5))
@@ -75,3 +80,40 @@ def test_distill_refuses_unknown_hyperparameters(tmp_path: Path, teacher_file: P
     )
     assert result.returncode != 0
     assert "lr_studnet" in result.stderr
+
+
+def test_evaluate_reports_a_network_against_itself_as_identical(
+    tmp_path: Path, teacher_file: Path, heldout_file: Path
+) -> None:
+    plot = tmp_path / "curves.png"
+    result = subprocess.run(
+        [
+            DFKD,
+            "evaluate",
+            "--teacher",
+            str(teacher_file),
+            "--teacher-arch",
+            "lenet5",
+            "--student",
+            str(teacher_file),
+            "--student-arch",
+            "lenet5",
+            "--data",
+            str(heldout_file),
+            "--mte-images",
+            "10",
+            "--mte-steps",
+            "5",
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert numbers["agreement"] == 1.0
+    assert numbers["student_accuracy"] == numbers["teacher_accuracy"]
+    assert numbers["mte"]["mte"] == 0.0
+    assert plot.read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""The evaluation report of a finished job, on the user's labelled set (never used for training)."""
+"""The evaluation report of a distilled student on a labelled set (never used for training)."""
 
 from __future__ import annotations
 
