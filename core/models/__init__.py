@@ -1,6 +1,6 @@
 """Teacher and student architectures, one registry for both."""
 
-from core.models import lenet, wrn  # noqa: F401  (registers the architectures)
+from core.models import alexnet, lenet, mlp, resnet, wrn  # noqa: F401  (registers the architectures)
 from core.models.registry import (
     ArchitectureArgumentError,
     ArchitectureSpec,
