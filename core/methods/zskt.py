@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples
 from core.losses import agreement, attention_loss, kl_divergence
 from core.taps import ActivationRecorder, matching_taps
@@ -168,6 +169,8 @@ def distill(
     generator = state.generator.train()
     start = _restore(resume_from, task, state) if resume_from else 0
 
+    # fresh pseudo batches for the metrics come from their own stream: logging never moves training
+    fresh_draws = torch.Generator(device=device).manual_seed(config.seed + 1)
     throughput = Throughput(config.batch_size)
     throughput.reset(start)
     metrics: dict[str, float] = {}
@@ -212,6 +215,9 @@ def distill(
             state.scheduler_student.step()
 
             if step % config.log_every == 0 or step == config.iterations:
+                fresh_z = torch.randn(
+                    config.batch_size, config.z_dim, device=device, generator=fresh_draws
+                )
                 metrics = {
                     "loss_generator": loss_generator.item(),
                     "loss_student": loss_student.item(),
@@ -219,6 +225,9 @@ def distill(
                     "attention": loss_attention.item(),
                     "pseudo_agreement": agreement(teacher_logits, student_logits.detach()),
                     "lr_student": state.scheduler_student.get_last_lr()[0],
+                    **fresh_pseudo_batch_metrics(
+                        generator, teacher, student, fresh_z, config.temperature
+                    ),
                 }
                 check_finite(step, metrics)
                 hooks.on_log(step, metrics, throughput.progress(step, config.iterations))
