@@ -80,11 +80,13 @@ class ZSKTHyperparameters(BaseModel):
         ge=0,
         description="gradient-norm clip for both networks; 0 disables (paper: 5)",
     )
-    generator_width: int = Field(
-        _ZSKT.generator_width,
+    generator_width: int | None = Field(
+        None,
         ge=4,
         le=1024,
-        description="channels of the generator's first conv (paper: 128, tuned for a GPU; 32 is ~4x faster on a CPU and enough for MNIST)",
+        description="channels of the generator's first conv. The paper's 128 was tuned for a GPU budget: "
+        "unset means 128 on a GPU worker and 32 on a CPU worker (~4x faster, enough for MNIST); "
+        "the job shows the value its worker chose",
     )
     attention: bool = Field(
         _ZSKT.attention,

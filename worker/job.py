@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 import torch
@@ -62,13 +62,21 @@ def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[s
     )
 
 
-def _method_config(job: Job, device: str) -> Any:
+def _method_config(context: WorkerContext, job: Job, teacher: Teacher, device: str) -> Any:
+    """The method's config on this worker's device; values the device decides (left unset by the
+    API) are filled in here and written back, so the job shows what actually ran."""
     config_type = METHODS[job.method].Config
     names = {f.name for f in fields(config_type)}
     values = {k: v for k, v in job.hyperparameters.items() if k in names}
-    return config_type(
+    config = config_type(
         **values, iterations=job.iterations, batch_size=job.batch_size, seed=job.seed, device=device
-    )
+    ).effective(teacher.num_classes, tuple(teacher.input_shape))
+    shown = {k: v for k, v in asdict(config).items() if k in job.hyperparameters}
+    if shown != job.hyperparameters:
+        with session_scope(context.sessions) as session:
+            session.execute(update(Job).where(Job.id == job.id).values(hyperparameters=shown))
+            add_event(session, job.id, "info", f"hyperparameters chosen for {device}: {shown}")
+    return config
 
 
 def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
@@ -103,7 +111,7 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         input_std=teacher.input_std,
     )
     result = METHODS[job.method].distill(
-        task, _method_config(job, device), hooks, resume_from=checkpoint
+        task, _method_config(context, job, teacher, device), hooks, resume_from=checkpoint
     )
     hooks.flush()
     student = result.student

@@ -40,6 +40,7 @@ from service.models import (
     new_id,
 )
 from service.queue import QueueUnavailableError
+from service.settings import Settings
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -122,6 +123,21 @@ def _validate_student(body: JobSpec, teacher: Teacher) -> dict[str, Any]:
     return kwargs
 
 
+# Hyperparameters whose default depends on the worker's device (GPU budget vs CPU).
+DEVICE_DEPENDENT = ("generator_width",)
+
+
+def planned_device(settings: Settings) -> str | None:
+    """The device jobs will run on, when this process can know it."""
+    if settings.device != "auto":
+        return settings.device
+    if settings.uses_embedded_runner:  # the runner lives in this process
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return None
+
+
 def _check_dataset(
     session: SessionDep, field: str, dataset_id: str | None, teacher: Teacher
 ) -> None:
@@ -170,13 +186,18 @@ def create_job(
             "method lopes reconstructs inputs from the teacher's activation record; upload the teacher "
             "with a `metadata` file (made by `dfkd record-metadata`) or add one with PUT /v1/teachers/{id}/metadata",
         )
+    requested = body.hyperparameters.model_dump()
+    device = planned_device(settings)
     config = METHODS[body.method].Config(
-        **body.hyperparameters.model_dump(),
+        **requested,
         iterations=body.iterations,
         batch_size=body.batch_size,
         seed=body.seed,
+        device=device or "cpu",
     )
     effective = asdict(config.effective(teacher.num_classes, tuple(teacher.input_shape)))
+    if device is None:  # the worker's device decides these; it fills them in when it starts
+        effective |= {key: None for key in DEVICE_DEPENDENT if requested.get(key) is None}
     for key in ("iterations", "batch_size", "seed", "device"):
         effective.pop(key)
     job = Job(

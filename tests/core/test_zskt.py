@@ -53,6 +53,12 @@ def test_effective_beta_rescales_the_papers_value_to_batchmean() -> None:
     assert ZSKTConfig(beta=3.0).effective(10).beta == 3.0
 
 
+def test_generator_width_defaults_to_the_papers_on_a_gpu_and_narrower_on_a_cpu() -> None:
+    assert ZSKTConfig(device="cuda").effective(10).generator_width == 128
+    assert ZSKTConfig(device="cpu").effective(10).generator_width == 32
+    assert ZSKTConfig(device="cpu", generator_width=64).effective(10).generator_width == 64
+
+
 def test_data_free_student_approaches_its_teacher_on_held_out_digits(
     mnist_teacher: nn.Module, digits: tuple[LabelledImages, LabelledImages]
 ) -> None:
