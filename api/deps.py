@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.errors import ApiError
+from service.auth import tenant_for_key
 from service.blobstore import BlobStore
+from service.idempotency import IdempotencyConflictError, replayed_resource
+from service.models import DEFAULT_TENANT, Base
 from service.queue import JobQueue
 from service.settings import Settings
 
@@ -34,3 +39,72 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
 QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+bearer = HTTPBearer(auto_error=False, description="an API key made with `dfkd keys create`")
+
+
+def get_tenant(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    """The caller's tenant. Without a key: the default tenant on an open deployment, else 401."""
+    if credentials is None:
+        if settings.require_api_keys:
+            raise ApiError(
+                401,
+                "missing_api_key",
+                "send `Authorization: Bearer <key>`; keys come from `dfkd keys create`",
+            )
+        return DEFAULT_TENANT
+    tenant = tenant_for_key(session, credentials.credentials)
+    if tenant is None:
+        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked")
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+Row = TypeVar("Row", bound=Base)
+
+
+def owned(session: Session, model: type[Row], row_id: str, tenant: str) -> Row | None:
+    """The row if it exists and belongs to the tenant; another tenant's id looks like no id."""
+    row = session.get(model, row_id)
+    return row if row is not None and row.tenant_id == tenant else None
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="retry-safe creation: the same key and body return the first result; another body is a 409",
+    ),
+]
+
+
+def replay(
+    session: Session,
+    tenant: str,
+    endpoint: str,
+    key: str | None,
+    fingerprint: str,
+    response: Response,
+) -> str | None:
+    """The id an earlier request with this key made (and mark the response a replay), or None."""
+    if key is None:
+        return None
+    try:
+        existing = replayed_resource(session, tenant, endpoint, key, fingerprint)
+    except IdempotencyConflictError:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"Idempotency-Key {key!r} was used with a different request",
+        ) from None
+    if existing is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+    return existing

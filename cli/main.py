@@ -7,6 +7,9 @@ import logging
 import sys
 
 from cli import distill as distill_command
+from cli import keys as keys_command
+from cli import record_metadata as record_metadata_command
+from cli import toy as toy_command
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -21,6 +24,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.require_api_keys:
+        logging.getLogger("dfkd").warning(
+            "running OPEN: requests without an API key act as the default tenant; "
+            "set DFKD_REQUIRE_API_KEYS=true on anything reachable from a network"
+        )
     if settings.resolved_database_url.startswith("sqlite") or args.migrate:
         upgrade_to_head(settings.resolved_database_url)
     runner = None
@@ -101,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=_migrate)
 
     distill_command.add_parser(commands)
+    keys_command.add_parser(commands)
+    record_metadata_command.add_parser(commands)
+    toy_command.add_parser(commands)
     return parser
 
 

@@ -34,10 +34,55 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+DEFAULT_TENANT = "tnt_default"  # owns everything made without a key on an open deployment
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tnt"))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, stored as the SHA-256 of the secret: keys are 32 random bytes, so a fast hash
+    cannot be brute-forced and lets the key itself be the lookup."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyRecord(Base):
+    """The first request made with an Idempotency-Key, so a retry gets the same object back."""
+
+    __tablename__ = "idempotency_records"
+    __table_args__ = (Index("ux_idempotency", "tenant_id", "endpoint", "key", unique=True),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    endpoint: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(200))
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Teacher(Base):
     __tablename__ = "teachers"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tch"))
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id"), default=DEFAULT_TENANT, index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(20))
     architecture: Mapped[str] = mapped_column(String(100))
@@ -63,6 +108,9 @@ class Dataset(Base):
     __table_args__ = (Index("ix_datasets_created", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dst"))
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id"), default=DEFAULT_TENANT, index=True
+    )
     name: Mapped[str] = mapped_column(String(200))
     format: Mapped[str] = mapped_column(String(20))
     blob_key: Mapped[str] = mapped_column(String(300))
@@ -83,6 +131,9 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id"), default=DEFAULT_TENANT, index=True
+    )
     teacher_id: Mapped[str] = mapped_column(ForeignKey("teachers.id"))
     method: Mapped[str] = mapped_column(String(20))
     student_architecture: Mapped[str] = mapped_column(String(100))

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     s3_bucket: str = "dfkd"
     s3_secure: bool = Field(False, description="HTTPS to the S3 endpoint")
     s3_region: str | None = None
+    require_api_keys: bool = Field(
+        False,
+        description="every request needs `Authorization: Bearer <key>`; off, requests without a key "
+        "act as the default tenant (fine on localhost, never on a network)",
+    )
     device: str = Field("auto", description="torch device for jobs: auto, cpu, cuda, cuda:1, ...")
     torch_threads: int | None = Field(
         None, description="intra-op threads per job; unset means torch's default"

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
 from sqlalchemy import select
 
-from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
@@ -40,6 +40,7 @@ def to_public(dataset: Dataset) -> DatasetPublic:
 def upload_dataset(
     request: Request,
     session: SessionDep,
+    tenant: TenantDep,
     blobs: BlobsDep,
     settings: SettingsDep,
     file: Annotated[
@@ -65,6 +66,7 @@ def upload_dataset(
             raise ApiError(422, "invalid_dataset", str(error)) from None
         dataset = Dataset(
             id=new_id("dst"),
+            tenant_id=tenant,
             name=name or file.filename or "dataset",
             format="npz" if upload.head.startswith(b"PK\x03\x04") else "safetensors",
             sha256=upload.sha256,
@@ -86,12 +88,19 @@ def upload_dataset(
 @router.get("", summary="Datasets, newest first")
 def list_datasets(
     session: SessionDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DatasetsPublic:
     rows = list(
         session.scalars(
-            newest_first_page(select(Dataset), Dataset.created_at, Dataset.id, after, limit)
+            newest_first_page(
+                select(Dataset).where(Dataset.tenant_id == tenant),
+                Dataset.created_at,
+                Dataset.id,
+                after,
+                limit,
+            )
         )
     )
     page, more = rows[:limit], len(rows) > limit
@@ -103,8 +112,8 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", summary="One dataset")
-def get_dataset(dataset_id: str, session: SessionDep) -> DatasetPublic:
-    dataset = session.get(Dataset, dataset_id)
+def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> DatasetPublic:
+    dataset = owned(session, Dataset, dataset_id, tenant)
     if dataset is None:
         raise ApiError(404, "not_found", f"no dataset {dataset_id!r}")
     return to_public(dataset)

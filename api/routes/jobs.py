@@ -4,11 +4,21 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from api.deps import BlobsDep, QueueDep, SessionDep, SettingsDep
+from api.deps import (
+    BlobsDep,
+    IdempotencyKey,
+    QueueDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    owned,
+    replay,
+)
 from api.errors import ERROR_RESPONSES, ApiError
 from api.job_specs import JobCreate, JobSpec
 from api.pagination import encode_cursor, newest_first_page
@@ -28,6 +38,7 @@ from api.schemas import (
 from core.methods import METHODS
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
 from service.blobstore import BlobNotFoundError
+from service.idempotency import commit_once, request_fingerprint
 from service.job_state import add_event, request_cancel
 from service.models import (
     FINAL_STATUSES,
@@ -138,12 +149,10 @@ def planned_device(settings: Settings) -> str | None:
     return None
 
 
-def _check_dataset(
-    session: SessionDep, field: str, dataset_id: str | None, teacher: Teacher
-) -> None:
+def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher: Teacher) -> None:
     if dataset_id is None:
         return
-    dataset = session.get(Dataset, dataset_id)
+    dataset = owned(session, Dataset, dataset_id, teacher.tenant_id)
     if dataset is None:
         raise ApiError(
             422,
@@ -167,9 +176,20 @@ def _check_dataset(
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a distillation job")
 def create_job(
-    body: JobCreate, request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep
+    body: JobCreate,
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
-    teacher = session.get(Teacher, body.teacher_id)
+    fingerprint = request_fingerprint(body.model_dump(mode="json", exclude_unset=True))
+    replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
+    if replayed is not None:
+        return to_public(owned(session, Job, replayed, tenant), request)
+    teacher = owned(session, Teacher, body.teacher_id, tenant)
     if teacher is None:
         raise ApiError(
             422,
@@ -202,6 +222,7 @@ def create_job(
         effective.pop(key)
     job = Job(
         id=new_id("job"),
+        tenant_id=tenant,
         teacher_id=teacher.id,
         method=body.method,
         student_architecture=body.student.architecture,
@@ -222,7 +243,10 @@ def create_job(
     )
     session.add(job)
     add_event(session, job.id, "state", "queued")
-    session.commit()
+    winner = commit_once(session, tenant, "jobs", idempotency_key, fingerprint, job.id)
+    if winner != job.id:  # a concurrent retry with the same key got there first
+        response.headers["Idempotent-Replayed"] = "true"
+        return to_public(owned(session, Job, winner, tenant), request)
     try:
         queue.enqueue(job.id)
     except QueueUnavailableError as error:
@@ -240,11 +264,12 @@ def create_job(
 def list_jobs(
     request: Request,
     session: SessionDep,
+    tenant: TenantDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobsPublic:
-    query = select(Job)
+    query = select(Job).where(Job.tenant_id == tenant)
     if status_filter is not None:
         query = query.where(Job.status == status_filter)
     rows = list(session.scalars(newest_first_page(query, Job.created_at, Job.id, after, limit)))
@@ -257,21 +282,21 @@ def list_jobs(
     )
 
 
-def _job_or_404(session: SessionDep, job_id: str) -> Job:
-    job = session.get(Job, job_id)
+def _job_or_404(session: Session, job_id: str, tenant: str) -> Job:
+    job = owned(session, Job, job_id, tenant)
     if job is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
     return job
 
 
 @router.get("/{job_id}", summary="One job: status, progress, latest metrics")
-def get_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
-    return to_public(_job_or_404(session, job_id), request)
+def get_job(job_id: str, request: Request, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    return to_public(_job_or_404(session, job_id, tenant), request)
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Ask a job to stop")
-def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
-    job = _job_or_404(session, job_id)
+def cancel_job(job_id: str, request: Request, session: SessionDep, tenant: TenantDep) -> JobPublic:
+    job = _job_or_404(session, job_id, tenant)
     if job.status in FINAL_STATUSES:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
     request_cancel(session, job)
@@ -283,11 +308,12 @@ def cancel_job(job_id: str, request: Request, session: SessionDep) -> JobPublic:
 def get_metrics(
     job_id: str,
     session: SessionDep,
+    tenant: TenantDep,
     name: Annotated[list[str] | None, Query(description="only these metrics (repeatable)")] = None,
     after_step: Annotated[int, Query(ge=-1)] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> MetricsPublic:
-    _job_or_404(session, job_id)
+    _job_or_404(session, job_id, tenant)
     query = select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
     if name:
         query = query.where(MetricPoint.name.in_(name))
@@ -323,12 +349,13 @@ def get_metrics(
 def download_student(
     job_id: str,
     session: SessionDep,
+    tenant: TenantDep,
     blobs: BlobsDep,
     format: Annotated[
         str, Query(description="safetensors (ONNX and TorchScript come later)")
     ] = "safetensors",
 ) -> StreamingResponse:
-    job = _job_or_404(session, job_id)
+    job = _job_or_404(session, job_id, tenant)
     if format != "safetensors":
         raise ApiError(
             422, "unsupported_format", f"format {format!r} is not available; use safetensors"
@@ -361,8 +388,10 @@ def _stream_blob(
 
 
 @router.get("/{job_id}/samples", summary="Generator sample grids by step")
-def list_samples(job_id: str, request: Request, session: SessionDep) -> SamplesPublic:
-    _job_or_404(session, job_id)
+def list_samples(
+    job_id: str, request: Request, session: SessionDep, tenant: TenantDep
+) -> SamplesPublic:
+    _job_or_404(session, job_id, tenant)
     steps = session.scalars(
         select(JobArtifact.step)
         .where(JobArtifact.job_id == job_id, JobArtifact.kind == "samples")
@@ -384,8 +413,10 @@ def list_samples(job_id: str, request: Request, session: SessionDep) -> SamplesP
     response_class=StreamingResponse,
     responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
 )
-def get_sample(job_id: str, step: int, session: SessionDep, blobs: BlobsDep) -> StreamingResponse:
-    _job_or_404(session, job_id)
+def get_sample(
+    job_id: str, step: int, session: SessionDep, tenant: TenantDep, blobs: BlobsDep
+) -> StreamingResponse:
+    _job_or_404(session, job_id, tenant)
     key = session.scalar(
         select(JobArtifact.blob_key).where(
             JobArtifact.job_id == job_id, JobArtifact.kind == "samples", JobArtifact.step == step
@@ -401,8 +432,8 @@ def get_sample(job_id: str, step: int, session: SessionDep, blobs: BlobsDep) -> 
 
 
 @router.get("/{job_id}/report", summary="The evaluation report (needs an evaluation dataset)")
-def get_report(job_id: str, session: SessionDep) -> dict[str, Any]:
-    job = _job_or_404(session, job_id)
+def get_report(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    job = _job_or_404(session, job_id, tenant)
     if job.report is None:
         reason = (
             "the job has no evaluation_dataset_id"
@@ -419,8 +450,10 @@ def get_report(job_id: str, session: SessionDep) -> dict[str, Any]:
     response_class=StreamingResponse,
     responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
 )
-def get_transition_curves(job_id: str, session: SessionDep, blobs: BlobsDep) -> StreamingResponse:
-    _job_or_404(session, job_id)
+def get_transition_curves(
+    job_id: str, session: SessionDep, tenant: TenantDep, blobs: BlobsDep
+) -> StreamingResponse:
+    _job_or_404(session, job_id, tenant)
     key = session.scalar(
         select(JobArtifact.blob_key).where(
             JobArtifact.job_id == job_id, JobArtifact.kind == "transition_curves"

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
 from sqlalchemy import select
 from torch import nn
 
-from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
 from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
@@ -20,6 +20,7 @@ from api.uploads import (
 from core.metadata import MetadataError, check_teacher, load_metadata
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
 from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
+from service.idempotency import commit_once, request_fingerprint
 from service.models import Teacher, new_id
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
@@ -92,8 +93,10 @@ def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[
 def upload_teacher(
     request: Request,
     session: SessionDep,
+    tenant: TenantDep,
     blobs: BlobsDep,
     settings: SettingsDep,
+    response: Response,
     file: Annotated[
         UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
     ],
@@ -121,6 +124,7 @@ def upload_teacher(
             description="optional activation record for the lopes method (`dfkd record-metadata`)"
         ),
     ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> TeacherPublic:
     refuse_declared_oversize(request, settings.max_upload_bytes)
     if format != "safetensors":
@@ -142,6 +146,23 @@ def upload_teacher(
 
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
+        fingerprint = request_fingerprint(
+            {
+                "file_sha256": upload.sha256,
+                "architecture": architecture,
+                "architecture_kwargs": kwargs,
+                "name": name,
+                "format": format,
+                "input_mean": mean,
+                "input_std": std,
+                "metadata_size": metadata.size
+                if metadata is not None and metadata.filename
+                else None,
+            }
+        )
+        replayed = replay(session, tenant, "teachers", idempotency_key, fingerprint, response)
+        if replayed is not None:
+            return to_public(owned(session, Teacher, replayed, tenant))
         refuse_unsafe_formats(upload.head)
         try:
             load_weights(model, read_state_dict(upload.path))
@@ -150,6 +171,7 @@ def upload_teacher(
             raise ApiError(422, "invalid_weights", str(error)) from None
         teacher = Teacher(
             id=new_id("tch"),
+            tenant_id=tenant,
             name=name or file.filename or "teacher",
             format=format,
             architecture=architecture,
@@ -169,8 +191,8 @@ def upload_teacher(
     finally:
         upload.path.unlink(missing_ok=True)
     session.add(teacher)
-    session.commit()
-    return to_public(teacher)
+    winner = commit_once(session, tenant, "teachers", idempotency_key, fingerprint, teacher.id)
+    return to_public(owned(session, Teacher, winner, tenant))
 
 
 def _attach_metadata(
@@ -214,12 +236,13 @@ def put_metadata(
     teacher_id: str,
     request: Request,
     session: SessionDep,
+    tenant: TenantDep,
     blobs: BlobsDep,
     settings: SettingsDep,
     metadata: Annotated[UploadFile, File(description="record made by `dfkd record-metadata`")],
 ) -> TeacherPublic:
     refuse_declared_oversize(request, settings.max_upload_bytes)
-    teacher = session.get(Teacher, teacher_id)
+    teacher = owned(session, Teacher, teacher_id, tenant)
     if teacher is None:
         raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
     model = load_weights(
@@ -234,12 +257,19 @@ def put_metadata(
 @router.get("", summary="Teachers, newest first")
 def list_teachers(
     session: SessionDep,
+    tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> TeachersPublic:
     rows = list(
         session.scalars(
-            newest_first_page(select(Teacher), Teacher.created_at, Teacher.id, after, limit)
+            newest_first_page(
+                select(Teacher).where(Teacher.tenant_id == tenant),
+                Teacher.created_at,
+                Teacher.id,
+                after,
+                limit,
+            )
         )
     )
     page = rows[:limit]
@@ -252,8 +282,8 @@ def list_teachers(
 
 
 @router.get("/{teacher_id}", summary="One teacher")
-def get_teacher(teacher_id: str, session: SessionDep) -> TeacherPublic:
-    teacher = session.get(Teacher, teacher_id)
+def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> TeacherPublic:
+    teacher = owned(session, Teacher, teacher_id, tenant)
     if teacher is None:
         raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
     return to_public(teacher)
