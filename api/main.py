@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
-from api.routes import architectures, datasets, health, jobs, teachers
+from api.routes import architectures, datasets, events, health, jobs, teachers
 from service.blobstore import BlobStore, make_blob_store
 from service.db import make_engine, make_session_factory
 from service.queue import JobQueue, make_job_queue
@@ -54,6 +54,6 @@ def create_app(
     app.state.blobs = blobs or make_blob_store(settings)
     app.state.queue = queue or make_job_queue(settings)
     install_error_handlers(app)
-    for module in (health, architectures, teachers, datasets, jobs):
+    for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)
     return app

@@ -150,6 +150,18 @@ class JobsPublic(BaseModel):
     has_more: bool
 
 
+class EventPublic(BaseModel):
+    id: int
+    kind: str = Field(description="state | warning | error | info | webhook")
+    message: str
+    time: datetime
+
+
+class EventsPublic(BaseModel):
+    items: list[EventPublic]
+    next_after: int | None = Field(description="pass as `after` for the next page")
+
+
 class SamplePublic(BaseModel):
     step: int
     url: str = Field(description="the PNG grid")
