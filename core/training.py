@@ -7,11 +7,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from core.metadata import Metadata
 
 
 class DivergedError(RuntimeError):
@@ -83,6 +86,7 @@ class DistillationTask:
     num_classes: int
     teacher_taps: tuple[str, ...] = ()
     student_taps: tuple[str, ...] = ()
+    metadata: Metadata | None = None  # the owner's activation record, for metadata-based methods
 
 
 @dataclass

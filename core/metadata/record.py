@@ -1,0 +1,442 @@
+"""Metadata records (Lopes et al. 2017): what the data owner computes once, what the service reads.
+
+A record is a list of signal groups. Each group is a chain of recorded layers plus per-class
+statistics of one signal computed from them:
+
+- `top_layer`: one group, the logits / tau, raw.
+- `all_layers`: one raw group per recorded layer (each hidden pre-activation, then logits / tau).
+- `spectral_all_layers`: one group over all layers; the signal is the coefficients of the
+  post-activation values in the graph-Fourier basis of the whole network (core.metadata.spectral).
+- `spectral_layer_pairs`: one spectral group per consecutive pair of recorded layers.
+
+File format: safetensors. Tensors `group{i}.{mean,std,directions,variances,residual,cholesky}`
+(per kind, see core.metadata.statistics), `group{i}.basis` [units, k] and `group{i}.eigenvalues`
+[k] for spectral groups, and `counts` [C] (examples per class). The safetensors metadata header
+holds one key, `dfkd_lopes`, whose value is a JSON object: format, version, record, stats, rank,
+components, temperature, num_classes, input_shape, layers [{name, shape, is_logits}], groups
+[{layers: [indices], spectral: bool, dim}], teacher_sha256 (of the float32 weights it was
+recorded with). Loading checks all of it against the tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+from torch import nn
+
+from core.datasets import LabelledImages
+from core.metadata.layers import MetadataError, RecordedLayer, reading_units, recorded_layers
+from core.metadata.spectral import connection_blocks, laplacian_basis, relu_signal
+from core.metadata.statistics import (
+    DEFAULT_RANK,
+    FLOAT_BYTES,
+    STATS_KINDS,
+    ClassStatistics,
+    stats_bytes,
+    tensor_shapes,
+)
+
+RECORD_TYPES = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
+DEFAULT_TEMPERATURE = 8.0
+FORMAT = "dfkd-lopes-metadata"
+VERSION = 1
+HEADER_KEY = "dfkd_lopes"
+DEFAULT_COMPONENT_FRACTION = 0.1  # share of a graph's vertices kept as coefficients by default
+
+
+def default_components(vertices: int) -> int:
+    return max(1, math.ceil(DEFAULT_COMPONENT_FRACTION * vertices))
+
+
+@dataclass
+class SignalGroup:
+    """A chain of recorded layers and the statistics of its signal for every class."""
+
+    layers: tuple[int, ...]  # indices into Metadata.layers
+    statistics: ClassStatistics
+    basis: torch.Tensor | None = None  # [units of the chain, k]; None for a raw group
+    eigenvalues: torch.Tensor | None = None  # [k], Laplacian eigenvalues of the basis
+
+    @property
+    def spectral(self) -> bool:
+        return self.basis is not None
+
+    def signal(self, units: list[torch.Tensor]) -> torch.Tensor:
+        """What the statistics describe: raw pre-activations, or spectral coefficients."""
+        if self.basis is None:
+            return units[self.layers[0]]
+        return relu_signal([units[i] for i in self.layers]) @ self.basis
+
+    def matched(self, units: list[torch.Tensor]) -> torch.Tensor:
+        """What reconstruction compares with a target: relu(units) raw, coefficients spectral."""
+        return torch.relu(units[self.layers[0]]) if self.basis is None else self.signal(units)
+
+    def target(self, draw: torch.Tensor) -> torch.Tensor:
+        """A sampled signal put in the form `matched` returns."""
+        return torch.relu(draw) if self.basis is None else draw
+
+
+@dataclass
+class Metadata:
+    record: str
+    stats: str
+    rank: int
+    components: int | None  # requested coefficients per spectral graph (None: the default)
+    temperature: float
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    layers: list[RecordedLayer]
+    groups: list[SignalGroup]
+    counts: torch.Tensor  # [C] examples per class
+    teacher_sha256: str = ""
+
+    def to(self, device: torch.device | str) -> Metadata:
+        """A copy whose spectral bases live on `device` (statistics stay where sampling runs)."""
+        groups = [
+            SignalGroup(
+                group.layers,
+                group.statistics,
+                None if group.basis is None else group.basis.to(device),
+                group.eigenvalues,
+            )
+            for group in self.groups
+        ]
+        return replace(self, groups=groups)
+
+
+# --- planning: what a record holds, before computing anything
+
+
+def group_layers(record: str, layer_count: int) -> list[tuple[int, ...]]:
+    if record == "top_layer":
+        return [(layer_count - 1,)]
+    if record == "all_layers":
+        return [(i,) for i in range(layer_count)]
+    if record == "spectral_all_layers":
+        return [tuple(range(layer_count))]
+    if record == "spectral_layer_pairs":
+        if layer_count < 2:
+            return [(0,)]  # a logits-only network: its one "pair" is the logits alone
+        return [(i, i + 1) for i in range(layer_count - 1)]
+    raise MetadataError(f"unknown record {record!r}; choose one of {list(RECORD_TYPES)}")
+
+
+def spectral_capacity(layers: list[RecordedLayer], chain: tuple[int, ...]) -> int:
+    """Most coefficients a chain's basis can have: the smaller of its even and odd layers' units
+    (the rank bound of core.metadata.spectral; one layer alone keeps all its units)."""
+    even = sum(layers[i].units for i in chain[::2])
+    odd = sum(layers[i].units for i in chain[1::2])
+    return min(even, odd) if odd else even
+
+
+def _is_spectral(record: str) -> bool:
+    return record.startswith("spectral")
+
+
+def estimate_bytes(
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    record: str,
+    stats: str,
+    rank: int = DEFAULT_RANK,
+    components: int | None = None,
+) -> int:
+    """Bytes of the record's tensors, known before recording (one dummy forward pass).
+
+    The file adds a JSON header of a few kilobytes. A `full` record of a raw layer with d units
+    costs C (d + d (d + 1) / 2) floats: LeNet-5's conv1 has d = 4704, about 44 MB a class.
+    """
+    if stats not in STATS_KINDS:
+        raise MetadataError(f"unknown statistics kind {stats!r}; choose one of {list(STATS_KINDS)}")
+    layers = recorded_layers(teacher, input_shape)
+    total = num_classes * 8  # counts, int64
+    for chain in group_layers(record, len(layers)):
+        units = sum(layers[i].units for i in chain)
+        if _is_spectral(record):
+            k = min(components or default_components(units), spectral_capacity(layers, chain))
+            total += (units * k + k) * FLOAT_BYTES + stats_bytes(stats, k, num_classes, rank)
+        else:
+            total += stats_bytes(stats, units, num_classes, rank)
+    return total
+
+
+# --- recording on the owner's side
+
+
+def teacher_fingerprint(teacher: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(teacher.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def record_metadata(
+    teacher: nn.Module,
+    data: LabelledImages,
+    record: str,
+    stats: str = "diagonal",
+    rank: int = DEFAULT_RANK,
+    temperature: float = DEFAULT_TEMPERATURE,
+    components: int | None = None,
+    batch_size: int = 500,
+) -> Metadata:
+    """Per-class statistics of the teacher's activations on the owner's labelled `data`."""
+    if stats not in STATS_KINDS:
+        raise MetadataError(f"unknown statistics kind {stats!r}; choose one of {list(STATS_KINDS)}")
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    input_shape = tuple(data.images.shape[1:])
+    layers = recorded_layers(teacher, input_shape)
+    num_classes = layers[-1].units
+    labels = data.labels.cpu()
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise MetadataError(
+            f"labels must lie in [0, {num_classes}) for a {num_classes}-class teacher"
+        )
+    counts = torch.bincount(labels, minlength=num_classes)
+    if (counts < 2).any():
+        missing = (counts < 2).nonzero().squeeze(1).tolist()
+        raise MetadataError(f"class(es) {missing} have fewer than 2 examples; each class needs 2+")
+
+    groups = []
+    for chain in group_layers(record, len(layers)):
+        basis = eigenvalues = None
+        if _is_spectral(record):
+            chain_layers = [layers[i] for i in chain]
+            sizes = [layer.units for layer in chain_layers]
+            k = components or default_components(sum(sizes))
+            blocks = connection_blocks(teacher, chain_layers, input_shape)
+            basis, eigenvalues = laplacian_basis(blocks, sizes, k)
+        groups.append(
+            SignalGroup(
+                chain, ClassStatistics("diagonal", {"mean": torch.zeros(0, 0)}), basis, eigenvalues
+            )
+        )
+
+    signals: list[list[torch.Tensor]] = [[] for _ in groups]
+    with reading_units(teacher, layers, temperature) as read:
+        for start in range(0, len(data.images), batch_size):
+            units = read(data.images[start : start + batch_size].to(device))
+            units = [u.cpu() for u in units]
+            for index, group in enumerate(groups):
+                signals[index].append(group.signal(units))
+    for index, group in enumerate(groups):
+        group.statistics = ClassStatistics.fit(
+            stats, torch.cat(signals[index]), labels, num_classes, rank
+        )
+    teacher.train(was_training)
+    return Metadata(
+        record=record,
+        stats=stats,
+        rank=rank,
+        components=components,
+        temperature=temperature,
+        num_classes=num_classes,
+        input_shape=input_shape,  # type: ignore[arg-type]
+        layers=layers,
+        groups=groups,
+        counts=counts,
+        teacher_sha256=teacher_fingerprint(teacher),
+    )
+
+
+# --- the file
+
+
+def metadata_bytes(metadata: Metadata) -> bytes:
+    tensors: dict[str, torch.Tensor] = {"counts": metadata.counts.to(torch.int64)}
+    for index, group in enumerate(metadata.groups):
+        for name, tensor in group.statistics.tensors.items():
+            tensors[f"group{index}.{name}"] = tensor.float().contiguous()
+        if group.basis is not None and group.eigenvalues is not None:
+            tensors[f"group{index}.basis"] = group.basis.float().contiguous()
+            tensors[f"group{index}.eigenvalues"] = group.eigenvalues.float().contiguous()
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "record": metadata.record,
+        "stats": metadata.stats,
+        "rank": metadata.rank,
+        "components": metadata.components,
+        "temperature": metadata.temperature,
+        "num_classes": metadata.num_classes,
+        "input_shape": list(metadata.input_shape),
+        "layers": [
+            {"name": layer.name, "shape": list(layer.shape), "is_logits": layer.is_logits}
+            for layer in metadata.layers
+        ],
+        "groups": [
+            {"layers": list(group.layers), "spectral": group.spectral, "dim": group.statistics.dim}
+            for group in metadata.groups
+        ],
+        "teacher_sha256": metadata.teacher_sha256,
+    }
+    return save(tensors, metadata={HEADER_KEY: json.dumps(header)})
+
+
+def save_metadata(metadata: Metadata, path: Path) -> int:
+    """Write the record; returns the file's size in bytes."""
+    payload = metadata_bytes(metadata)
+    path.write_bytes(payload)
+    return len(payload)
+
+
+def _header(source: Path | bytes) -> dict:
+    from safetensors import safe_open
+
+    if isinstance(source, bytes):
+        size = int.from_bytes(source[:8], "little")
+        if size <= 0 or size > len(source) - 8:
+            raise MetadataError("not a safetensors file (bad header length)")
+        try:
+            raw = json.loads(source[8 : 8 + size]).get("__metadata__") or {}
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+            raise MetadataError(f"not a safetensors file ({error})") from error
+    else:
+        try:
+            with safe_open(str(source), framework="pt") as handle:
+                raw = handle.metadata() or {}
+        except (SafetensorError, OSError) as error:
+            raise MetadataError(f"not a readable safetensors file ({error})") from error
+    if HEADER_KEY not in raw:
+        raise MetadataError(f"not a metadata record: the header has no {HEADER_KEY!r} entry")
+    try:
+        header = json.loads(raw[HEADER_KEY])
+    except json.JSONDecodeError as error:
+        raise MetadataError(f"the {HEADER_KEY!r} header is not JSON ({error})") from error
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise MetadataError(f"the header does not describe a {FORMAT} file")
+    if header.get("version") != VERSION:
+        raise MetadataError(f"record version {header.get('version')} is not {VERSION}")
+    return header
+
+
+def load_metadata(source: Path | bytes) -> Metadata:
+    """Read and validate a record written by `save_metadata` (a path or the file's bytes)."""
+    header = _header(source)
+    try:
+        tensors = load(source) if isinstance(source, bytes) else load(Path(source).read_bytes())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise MetadataError(f"not a readable safetensors file ({error})") from error
+    try:
+        return _from_parts(header, tensors)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        if isinstance(error, MetadataError):
+            raise
+        raise MetadataError(f"malformed metadata record: {error!r}") from error
+
+
+def _from_parts(header: dict, tensors: dict[str, torch.Tensor]) -> Metadata:
+    record, stats = header["record"], header["stats"]
+    if record not in RECORD_TYPES:
+        raise MetadataError(f"unknown record {record!r}")
+    if stats not in STATS_KINDS:
+        raise MetadataError(f"unknown statistics kind {stats!r}")
+    num_classes, rank = int(header["num_classes"]), int(header["rank"])
+    temperature = float(header["temperature"])
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise MetadataError(f"temperature must be positive, got {temperature}")
+    layers = [
+        RecordedLayer(
+            str(item["name"]), tuple(int(s) for s in item["shape"]), bool(item["is_logits"])
+        )
+        for item in header["layers"]
+    ]
+    if not layers or not layers[-1].is_logits or layers[-1].units != num_classes:
+        raise MetadataError("the last recorded layer must be the logits, one unit per class")
+    expected_chains = group_layers(record, len(layers))
+    described = [tuple(int(i) for i in group["layers"]) for group in header["groups"]]
+    if described != expected_chains:
+        raise MetadataError(
+            f"a {record} record over {len(layers)} layers has groups {expected_chains}"
+        )
+
+    expected_names = {"counts"}
+    groups = []
+    for index, (chain, description) in enumerate(zip(described, header["groups"], strict=True)):
+        units = sum(layers[i].units for i in chain)
+        spectral = _is_spectral(record)
+        if bool(description["spectral"]) != spectral:
+            raise MetadataError(
+                f"group {index} disagrees with the record type about being spectral"
+            )
+        basis = eigenvalues = None
+        dim = int(description["dim"])
+        if spectral:
+            basis = _tensor(tensors, f"group{index}.basis", (units, dim))
+            eigenvalues = _tensor(tensors, f"group{index}.eigenvalues", (dim,))
+            expected_names |= {f"group{index}.basis", f"group{index}.eigenvalues"}
+        elif dim != units:
+            raise MetadataError(f"group {index} has {dim} values but its layer has {units} units")
+        stat_tensors = {}
+        for name, shape in tensor_shapes(stats, dim, num_classes, rank).items():
+            stat_tensors[name] = _tensor(tensors, f"group{index}.{name}", shape)
+            expected_names.add(f"group{index}.{name}")
+        groups.append(SignalGroup(chain, ClassStatistics(stats, stat_tensors), basis, eigenvalues))
+    unexpected = sorted(set(tensors) - expected_names)
+    if unexpected:
+        raise MetadataError(f"unexpected tensors in the record: {unexpected}")
+    counts = tensors.get("counts")
+    if counts is None or tuple(counts.shape) != (num_classes,):
+        raise MetadataError(f"the record needs `counts` of shape [{num_classes}]")
+    components = header.get("components")
+    return Metadata(
+        record=record,
+        stats=stats,
+        rank=rank,
+        components=None if components is None else int(components),
+        temperature=temperature,
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in header["input_shape"]),  # type: ignore[arg-type]
+        layers=layers,
+        groups=groups,
+        counts=counts,
+        teacher_sha256=str(header.get("teacher_sha256", "")),
+    )
+
+
+def _tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    if name not in tensors:
+        raise MetadataError(f"the record lacks tensor {name}")
+    tensor = tensors[name]
+    if tuple(tensor.shape) != tuple(shape):
+        raise MetadataError(f"tensor {name} has shape {list(tensor.shape)}, expected {list(shape)}")
+    if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+        raise MetadataError(f"tensor {name} must hold finite floats")
+    return tensor.float()
+
+
+def check_teacher(
+    metadata: Metadata, teacher: nn.Module, input_shape: tuple[int, int, int]
+) -> str | None:
+    """Raise if the record's layers do not fit `teacher`; return a warning if its weights differ."""
+    if tuple(input_shape) != tuple(metadata.input_shape):
+        raise MetadataError(
+            f"the record was made for inputs {list(metadata.input_shape)}, the teacher takes {list(input_shape)}"
+        )
+    layers = recorded_layers(teacher, input_shape)
+    if [(layer.name, layer.shape) for layer in layers] != [
+        (layer.name, layer.shape) for layer in metadata.layers
+    ]:
+        raise MetadataError(
+            "the record's layers do not match this teacher's: recorded "
+            f"{[(layer.name, list(layer.shape)) for layer in metadata.layers]}, teacher has "
+            f"{[(layer.name, list(layer.shape)) for layer in layers]}"
+        )
+    if metadata.teacher_sha256 and metadata.teacher_sha256 != teacher_fingerprint(teacher):
+        return (
+            "the metadata was recorded with different teacher weights (fingerprints differ); "
+            "reconstruction will target activations this teacher may not produce"
+        )
+    return None
