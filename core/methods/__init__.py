@@ -1,7 +1,7 @@
 """Distillation methods, one module each, looked up by the name users put in a job spec."""
 
-from core.methods import zskt
+from core.methods import lopes, zskt
 
-METHODS = {"zskt": zskt}
+METHODS = {"zskt": zskt, "lopes": lopes}
 
-__all__ = ["METHODS", "zskt"]
+__all__ = ["METHODS", "lopes", "zskt"]
