@@ -55,7 +55,8 @@ def recorded_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list
     model.eval()
     try:
         with torch.no_grad():
-            output = model(torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)))
+            dummy = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+            output = model(dummy.to(next(model.parameters()).device))
     finally:
         model.train(was_training)
         for handle in handles:

@@ -55,6 +55,16 @@ def default_components(vertices: int) -> int:
     return max(1, math.ceil(DEFAULT_COMPONENT_FRACTION * vertices))
 
 
+def group_signal(
+    layers: tuple[int, ...], basis: torch.Tensor | None, units: list[torch.Tensor]
+) -> torch.Tensor:
+    """What a group's statistics describe: a layer's raw pre-activations [B, units], or the
+    spectral coefficients U^T relu(units of the chain) [B, k]."""
+    if basis is None:
+        return units[layers[0]]
+    return relu_signal([units[i] for i in layers]) @ basis
+
+
 @dataclass
 class SignalGroup:
     """A chain of recorded layers and the statistics of its signal for every class."""
@@ -69,10 +79,7 @@ class SignalGroup:
         return self.basis is not None
 
     def signal(self, units: list[torch.Tensor]) -> torch.Tensor:
-        """What the statistics describe: raw pre-activations, or spectral coefficients."""
-        if self.basis is None:
-            return units[self.layers[0]]
-        return relu_signal([units[i] for i in self.layers]) @ self.basis
+        return group_signal(self.layers, self.basis, units)
 
     def matched(self, units: list[torch.Tensor]) -> torch.Tensor:
         """What reconstruction compares with a target: relu(units) raw, coefficients spectral."""
@@ -193,8 +200,6 @@ def record_metadata(
     """Per-class statistics of the teacher's activations on the owner's labelled `data`."""
     if stats not in STATS_KINDS:
         raise MetadataError(f"unknown statistics kind {stats!r}; choose one of {list(STATS_KINDS)}")
-    was_training = teacher.training
-    teacher.eval()
     device = next(teacher.parameters()).device
     input_shape = tuple(data.images.shape[1:])
     layers = recorded_layers(teacher, input_shape)
@@ -209,33 +214,42 @@ def record_metadata(
         missing = (counts < 2).nonzero().squeeze(1).tolist()
         raise MetadataError(f"class(es) {missing} have fewer than 2 examples; each class needs 2+")
 
-    groups = []
-    for chain in group_layers(record, len(layers)):
-        basis = eigenvalues = None
-        if _is_spectral(record):
-            chain_layers = [layers[i] for i in chain]
-            sizes = [layer.units for layer in chain_layers]
-            k = components or default_components(sum(sizes))
-            blocks = connection_blocks(teacher, chain_layers, input_shape)
-            basis, eigenvalues = laplacian_basis(blocks, sizes, k)
-        groups.append(
-            SignalGroup(
-                chain, ClassStatistics("diagonal", {"mean": torch.zeros(0, 0)}), basis, eigenvalues
-            )
-        )
+    # --- the graph bases first (spectral records only): they define what is measured
+    chains = group_layers(record, len(layers))
+    bases: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    for chain in chains:
+        if not _is_spectral(record):
+            bases.append(None)
+            continue
+        chain_layers = [layers[i] for i in chain]
+        sizes = [layer.units for layer in chain_layers]
+        blocks = connection_blocks(teacher, chain_layers, input_shape)
+        bases.append(laplacian_basis(blocks, sizes, components or default_components(sum(sizes))))
 
-    signals: list[list[torch.Tensor]] = [[] for _ in groups]
-    with reading_units(teacher, layers, temperature) as read:
-        for start in range(0, len(data.images), batch_size):
-            units = read(data.images[start : start + batch_size].to(device))
-            units = [u.cpu() for u in units]
-            for index, group in enumerate(groups):
-                signals[index].append(group.signal(units))
-    for index, group in enumerate(groups):
-        group.statistics = ClassStatistics.fit(
-            stats, torch.cat(signals[index]), labels, num_classes, rank
+    # --- one pass over the owner's data, keeping each group's signal
+    signals: list[list[torch.Tensor]] = [[] for _ in chains]
+    was_training = teacher.training
+    teacher.eval()
+    try:
+        with reading_units(teacher, layers, temperature) as read:
+            for start in range(0, len(data.images), batch_size):
+                units = [u.cpu() for u in read(data.images[start : start + batch_size].to(device))]
+                for index, (chain, basis) in enumerate(zip(chains, bases, strict=True)):
+                    signals[index].append(
+                        group_signal(chain, None if basis is None else basis[0], units)
+                    )
+    finally:
+        teacher.train(was_training)
+
+    groups = [
+        SignalGroup(
+            chain,
+            ClassStatistics.fit(stats, torch.cat(signal), labels, num_classes, rank),
+            None if basis is None else basis[0],
+            None if basis is None else basis[1],
         )
-    teacher.train(was_training)
+        for chain, basis, signal in zip(chains, bases, signals, strict=True)
+    ]
     return Metadata(
         record=record,
         stats=stats,

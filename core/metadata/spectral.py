@@ -81,14 +81,16 @@ def connection_blocks(
     """For each consecutive pair (l, l+1) of `layers`, A_l [units_{l+1}, units_l] as defined above."""
     network = _absolute_network(model)
     modules = dict(network.named_modules())
+    device = next(network.parameters()).device
     blocks = []
     for lower, upper in itertools.pairwise(layers):
         columns = []
         for start in range(0, lower.units, IMPULSE_BATCH):
             count = min(IMPULSE_BATCH, lower.units - start)
-            impulses = torch.zeros(count, lower.units)
+            impulses = torch.zeros(count, lower.units, device=device)
             impulses[torch.arange(count), torch.arange(start, start + count)] = 1.0
-            columns.append(_response(network, modules, lower, upper, impulses, input_shape).T)
+            response = _response(network, modules, lower, upper, impulses, input_shape)
+            columns.append(response.T.cpu())
         blocks.append(torch.cat(columns, dim=1))
     return blocks
 
@@ -117,7 +119,7 @@ def _response(
     ]
     try:
         with torch.no_grad():
-            network(torch.zeros(len(impulses), *input_shape))
+            network(torch.zeros(len(impulses), *input_shape, device=impulses.device))
     except _Reached:
         pass
     finally:
