@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
 
 from core.methods.dfad import DFADConfig
 from core.methods.lopes import LopesConfig
@@ -194,11 +194,26 @@ class LopesHyperparameters(BaseModel):
     )
 
 
+class WebhookSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: HttpUrl = Field(
+        description="receives a signed POST when the job succeeds, fails or is cancelled"
+    )
+    secret: str = Field(
+        min_length=16,
+        max_length=500,
+        description="signs each delivery (Standard Webhooks: HMAC-SHA256 over id.timestamp.body); "
+        "`whsec_<base64>` secrets are base64-decoded first. Never returned by the API",
+    )
+
+
 class JobSpecBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     teacher_id: str = Field(description="id returned by POST /v1/teachers")
     student: StudentSpec
+    webhook: WebhookSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed for every random draw of the job")
     metadata: dict[str, Any] = Field(
         default_factory=dict, description="free-form, returned as given"

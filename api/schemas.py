@@ -127,6 +127,7 @@ class JobPublic(BaseModel):
     metrics: dict[str, float] = Field(
         description="latest metric values, with the step they were taken at"
     )
+    webhook_url: str | None
     evaluation_dataset_id: str | None
     few_shot_dataset_id: str | None
     few_shot_per_class: int | None

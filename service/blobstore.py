@@ -44,6 +44,9 @@ class BlobStore(Protocol):
     def check(self) -> None:
         """Raise BlobStoreError when the store is unusable."""
 
+    def presigned_url(self, key: str, expires: timedelta = ...) -> str | None:
+        """A short-lived URL the client can fetch directly, or None where the API must stream."""
+
 
 class LocalBlobStore:
     """Objects as files under a root folder; writes land whole via rename, never half-written."""
@@ -92,6 +95,9 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def presigned_url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None:
+        return None
 
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):

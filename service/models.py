@@ -160,6 +160,10 @@ class Job(Base):
     sample_every: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_every: Mapped[int] = mapped_column(Integer, default=0)
     evaluation_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    webhook_secret: Mapped[str | None] = mapped_column(
+        String(500)
+    )  # signs deliveries; never returned
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -7,10 +7,11 @@ import time
 from pathlib import Path
 
 import httpx
+import onnxruntime
 from PIL import Image
 
 from core.datasets import LabelledImages
-from core.evaluation import accuracy
+from core.evaluation import accuracy, predict
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from tests.processes import wait_for_job
@@ -78,8 +79,21 @@ def distil_over_http(
         assert grid.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(grid.content)).size[0] > 32 * 8
 
-        download = client.get(final["links"]["student"])
+        download = client.get(final["links"]["student"], follow_redirects=True)
         assert download.status_code == 200
-        assert download.headers["content-type"] == "application/octet-stream"
+        onnx = client.get(
+            final["links"]["student"], params={"format": "onnx"}, follow_redirects=True
+        )
+        assert onnx.status_code == 200
+        redirected = (
+            client.get(final["links"]["student"], params={"format": "onnx"}).status_code == 307
+        )
     student = load_weights(build("lenet5_half"), read_state_dict(download.content))
-    return final | {"student_accuracy": accuracy(student, heldout.images, heldout.labels)}
+    # the ONNX student, run by onnxruntime, predicts what the torch student predicts on real digits
+    session = onnxruntime.InferenceSession(onnx.content, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": heldout.images[:256].numpy()})
+    assert (logits.argmax(1) == predict(student, heldout.images[:256]).numpy()).all()
+    return final | {
+        "student_accuracy": accuracy(student, heldout.images, heldout.labels),
+        "download_redirected": redirected,
+    }

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from torch import nn
 
 from core.datasets import LabelledImages, read_labelled
+from core.export import check_onnx, onnx_bytes, torchscript_bytes
 from core.metadata import Metadata, MetadataError, load_metadata
 from core.methods import METHODS, fewshot
 from core.methods.fewshot import FewShotConfig
@@ -24,6 +25,7 @@ from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
+from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
 from worker.hooks import JobHooks, PhaseHooks, checkpoint_key
 
@@ -128,10 +130,49 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         few_shot_hooks.flush()
 
     context.blobs.put_bytes(student_key(job.id), state_dict_bytes(student))
+    _export_student(context, job, student, tuple(teacher.input_shape))
 
     # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
     if job.evaluation_dataset_id:
         _write_report(context, job, teacher, student, task.teacher)
+
+
+def _export_student(
+    context: WorkerContext, job: Job, student: nn.Module, input_shape: tuple[int, int, int]
+) -> None:
+    """ONNX (checked against torch in onnxruntime) and TorchScript beside the safetensors weights.
+    A model that will not export keeps its safetensors file; the job says why in its events."""
+    exports = {
+        "student_onnx": (f"jobs/{job.id}/student.onnx", lambda: onnx_bytes(student, input_shape)),
+        "student_torchscript": (
+            f"jobs/{job.id}/student.torchscript.pt",
+            lambda: torchscript_bytes(student, input_shape),
+        ),
+    }
+    for kind, (key, make) in exports.items():
+        try:
+            data = make()
+            if kind == "student_onnx":
+                difference = check_onnx(student, data, input_shape)
+                message = f"ONNX student checked in onnxruntime: same predictions, max logit difference {difference:.2e}"
+            else:
+                message = "TorchScript student written"
+        except Exception as error:
+            with session_scope(context.sessions) as session:
+                add_event(session, job.id, "warning", f"{kind} export failed: {error}")
+            continue
+        context.blobs.put_bytes(key, data)
+        with session_scope(context.sessions) as session:
+            session.add(
+                JobArtifact(
+                    job_id=job.id,
+                    kind=kind,
+                    step=job.iterations,
+                    blob_key=key,
+                    content_type="application/octet-stream",
+                )
+            )
+            add_event(session, job.id, "info", message)
 
 
 def _load_metadata(context: WorkerContext, teacher: Teacher) -> Metadata:
@@ -219,8 +260,11 @@ def run_job(job_id: str, context: WorkerContext) -> None:
 
     status, values, message = outcome
     with session_scope(context.sessions) as session:
-        if finish_job(session, job_id, status, **values):
+        ended = finish_job(session, job_id, status, **values)
+        if ended:
             add_event(session, job_id, "error" if status == JobStatus.failed else "state", message)
+    if ended:
+        deliver_job_webhook(context.sessions, job_id)
     log.info("job %s: %s", job_id, message)
 
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -52,6 +52,7 @@ from service.models import (
 )
 from service.queue import QueueUnavailableError
 from service.settings import Settings
+from service.webhooks import deliver_job_webhook
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
 
@@ -78,6 +79,7 @@ def to_public(job: Job, request: Request) -> JobPublic:
             eta_seconds=0.0 if job.status == JobStatus.succeeded else job.eta_seconds,
         ),
         metrics=metrics,
+        webhook_url=job.webhook_url,
         evaluation_dataset_id=job.evaluation_dataset_id,
         few_shot_dataset_id=job.few_shot_dataset_id,
         few_shot_per_class=job.few_shot_per_class,
@@ -238,6 +240,8 @@ def create_job(
         sample_every=body.sample_every,
         checkpoint_every=body.checkpoint_every or settings.checkpoint_every,
         evaluation_options={"mte_images": body.mte_images, "mte_steps": body.mte_steps},
+        webhook_url=str(body.webhook.url) if body.webhook else None,
+        webhook_secret=body.webhook.secret if body.webhook else None,
         status=JobStatus.queued,
         latest_metrics={},
     )
@@ -295,12 +299,20 @@ def get_job(job_id: str, request: Request, session: SessionDep, tenant: TenantDe
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Ask a job to stop")
-def cancel_job(job_id: str, request: Request, session: SessionDep, tenant: TenantDep) -> JobPublic:
+def cancel_job(
+    job_id: str,
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    background: BackgroundTasks,
+) -> JobPublic:
     job = _job_or_404(session, job_id, tenant)
     if job.status in FINAL_STATUSES:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
     request_cancel(session, job)
     session.commit()
+    if job.status == JobStatus.cancelled:  # it never started: no worker will send its webhook
+        background.add_task(deliver_job_webhook, request.app.state.sessions, job.id)
     return to_public(job, request)
 
 
@@ -339,10 +351,11 @@ def get_metrics(
 
 @router.get(
     "/{job_id}/student",
-    summary="The distilled student's weights (safetensors)",
+    summary="The distilled student: safetensors, ONNX or TorchScript",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "safetensors file"},
+        200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+        307: {"description": "S3 storage: a short-lived presigned URL to fetch the file from"},
         409: ERROR_RESPONSES[422],
     },
 )
@@ -352,22 +365,44 @@ def download_student(
     tenant: TenantDep,
     blobs: BlobsDep,
     format: Annotated[
-        str, Query(description="safetensors (ONNX and TorchScript come later)")
+        Literal["safetensors", "onnx", "torchscript"],
+        Query(
+            description="safetensors (weights for core.models.build), onnx (checked in onnxruntime) or torchscript"
+        ),
     ] = "safetensors",
-) -> StreamingResponse:
+    delivery: Annotated[
+        Literal["redirect", "stream"],
+        Query(
+            description="on S3 storage, redirect (307 to a short-lived presigned URL) or stream through the API"
+        ),
+    ] = "redirect",
+) -> Response:
     job = _job_or_404(session, job_id, tenant)
-    if format != "safetensors":
-        raise ApiError(
-            422, "unsupported_format", f"format {format!r} is not available; use safetensors"
-        )
     if job.status != JobStatus.succeeded or not job.student_key:
         raise ApiError(
             409,
             "student_not_ready",
             f"the job is {job.status}; the student exists once it succeeded",
         )
-    filename = f"{job.id}-{job.student_architecture}.safetensors"
-    return _stream_blob(blobs, job.student_key, "application/octet-stream", filename)
+    if format == "safetensors":
+        key = job.student_key
+    else:
+        key = session.scalar(
+            select(JobArtifact.blob_key).where(
+                JobArtifact.job_id == job.id, JobArtifact.kind == f"student_{format}"
+            )
+        )
+        if key is None:
+            raise ApiError(
+                404, "not_found", f"no {format} export of this student; the job's events say why"
+            )
+    extension = {"safetensors": "safetensors", "onnx": "onnx", "torchscript": "torchscript.pt"}[
+        format
+    ]
+    filename = f"{job.id}-{job.student_architecture}.{extension}"
+    if delivery == "redirect" and (url := blobs.presigned_url(key)) is not None:
+        return RedirectResponse(url, status_code=307)
+    return _stream_blob(blobs, key, "application/octet-stream", filename)
 
 
 def _stream_blob(

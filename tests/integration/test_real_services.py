@@ -66,6 +66,7 @@ def test_teacher_in_student_out_on_postgresql_celery_redis_and_s3(
         print(worker_log.read_text()[-3000:])
     assert final["student_accuracy"] >= 0.85, final
     assert final["attempts"] == 1
+    assert final["download_redirected"]  # S3 serves artifacts by presigned URL
     # the worker wrote to S3, not to a local folder
     settings = Settings(
         **{key.removeprefix("DFKD_").lower(): value for key, value in s3_endpoint.items()}

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -93,6 +94,12 @@ def test_second_delivery_of_a_finished_job_does_nothing(
     second = client.get(f"/v1/jobs/{job['id']}").json()
     assert first["status"] == second["status"] == "succeeded"
     assert second["attempts"] == 1 and second["finished_at"] == first["finished_at"]
+    scripted = client.get(f"/v1/jobs/{job['id']}/student", params={"format": "torchscript"})
+    assert scripted.status_code == 200
+    assert torch.jit.load(io.BytesIO(scripted.content))(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    assert (
+        client.get(f"/v1/jobs/{job['id']}/student", params={"format": "pickle"}).status_code == 422
+    )
 
 
 def test_a_teacher_file_that_vanished_fails_the_job_with_a_clear_error(

@@ -1,0 +1,59 @@
+"""The student in deployable formats: ONNX (checked with onnxruntime) and TorchScript."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import torch
+from torch import nn
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    """ONNX with a dynamic batch axis; input `input`, output `logits`."""
+    model = model.cpu().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter: no onnxscript needed, and exact for these static graphs.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, *input_shape),),
+            buffer,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def torchscript_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
+    model = model.cpu().eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, torch.zeros(2, *input_shape))
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer)
+    return buffer.getvalue()
+
+
+def check_onnx(
+    model: nn.Module, onnx: bytes, input_shape: tuple[int, int, int], batch: int = 64
+) -> float:
+    """Run the ONNX file in onnxruntime on a random batch; raise unless it predicts as torch does.
+    Returns the largest absolute logit difference."""
+    import onnxruntime
+
+    inputs = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.cpu().eval()(inputs)
+    session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {"input": inputs.numpy()})
+    got = torch.from_numpy(logits)
+    if not torch.equal(got.argmax(1), expected.argmax(1)):
+        raise ExportError("the ONNX student predicts differently from the torch student")
+    return (got - expected).abs().max().item()
