@@ -141,12 +141,13 @@ class DFADHyperparameters(BaseModel):
         None,
         description="dafl (generator A, <= 64 px) or dcgan (generator B, 128 px). Unset: chosen by input size",
     )
-    generator_width: float = Field(
-        _DFAD.generator_width,
+    generator_width: float | None = Field(
+        None,
         gt=0,
         le=4,
-        description="multiple of the paper's generator width (paper: 1, tuned for a GPU; 0.25 is ~4.5x faster "
-        "on a CPU and reaches ~95% on MNIST digits)",
+        description="multiple of the paper's generator width. The paper's 1 was tuned for a GPU budget: "
+        "unset means 1 on a GPU worker and 0.25 on a CPU worker (~5x faster, still ~95% on MNIST digits); "
+        "the job shows the value its worker chose",
     )
     log_every: int = Field(
         _DFAD.log_every, ge=1, le=100_000, description="iterations between metric points"
