@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from api.errors import install_error_handlers
+from api.observability import install_observability
 from api.routes import architectures, datasets, events, health, jobs, teachers
 from service.blobstore import BlobStore, make_blob_store
 from service.db import make_engine, make_session_factory
@@ -54,6 +55,7 @@ def create_app(
     app.state.blobs = blobs or make_blob_store(settings)
     app.state.queue = queue or make_job_queue(settings)
     install_error_handlers(app)
+    install_observability(app)
     for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)
     return app

@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         app = create_app(settings)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=None)
     finally:
         if runner is not None:
             runner.stop()
@@ -116,10 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     args = build_parser().parse_args(argv)
+    from service.logs import configure_logging
+    from service.settings import get_settings
+
+    # the CLI's own tools (distill, keys, ...) talk to a person; the long-running processes log JSON
+    configure_logging(get_settings().log_format if args.command in {"serve", "worker"} else "text")
     return int(args.handler(args) or 0)
 
 

@@ -20,6 +20,9 @@ class JobQueue(Protocol):
     def check(self) -> None:
         """Raise QueueUnavailableError when jobs cannot be handed over."""
 
+    def depth(self) -> int | None:
+        """Messages waiting in the broker, or None where the database's queued count is the depth."""
+
 
 class InProcessJobQueue:
     """The embedded default: runner threads claim queued jobs from the database; this wakes them."""
@@ -31,6 +34,9 @@ class InProcessJobQueue:
         self.wakeup.set()
 
     def check(self) -> None:
+        return None
+
+    def depth(self) -> int | None:
         return None
 
 
@@ -46,6 +52,13 @@ class CeleryJobQueue:
             self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=self.queue)
         except Exception as error:
             raise QueueUnavailableError(f"broker unreachable: {error}") from error
+
+    def depth(self) -> int | None:
+        try:
+            with self.app.connection_for_read() as connection:
+                return connection.default_channel.client.llen(self.queue)
+        except Exception:
+            return None
 
     def check(self) -> None:
         try:

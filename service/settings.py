@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         description="every request needs `Authorization: Bearer <key>`; off, requests without a key "
         "act as the default tenant (fine on localhost, never on a network)",
     )
+    log_format: str = Field(
+        "json", description="json (one object a line, with request and job ids) or text"
+    )
     device: str = Field("auto", description="torch device for jobs: auto, cpu, cuda, cuda:1, ...")
     torch_threads: int | None = Field(
         None, description="intra-op threads per job; unset means torch's default"

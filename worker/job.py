@@ -21,6 +21,7 @@ from core.models import build, get_spec
 from core.report import evaluate
 from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
+from service import logs as log_context
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
@@ -226,6 +227,14 @@ def _write_report(
 
 def run_job(job_id: str, context: WorkerContext) -> None:
     """Run one job to a final state. Safe to call twice for the same job: only one claim wins."""
+    token = log_context.job_id.set(job_id)
+    try:
+        _run_claimed(job_id, context)
+    finally:
+        log_context.job_id.reset(token)
+
+
+def _run_claimed(job_id: str, context: WorkerContext) -> None:
     settings = context.settings
     with session_scope(context.sessions) as session:
         if not claim_job(session, job_id, settings.job_lease_seconds, settings.max_attempts):

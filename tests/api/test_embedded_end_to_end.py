@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from core.datasets import LabelledImages
@@ -26,5 +27,14 @@ def test_teacher_in_student_out_on_the_embedded_default(
     # chance is 10%; 150 iterations reach ~92% here (teacher ~97%), see tests/flow.py
     assert final["student_accuracy"] >= 0.85, final
     assert not final["download_redirected"]  # the local folder is streamed by the API
+    # structured logs: one JSON object a line, the job's lines carry its id
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "serve.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(
+        entry.get("job_id") == final["id"] and "succeeded" in entry["message"] for entry in lines
+    )
     assert (tmp_path / "data" / "dfkd.sqlite3").is_file()
     assert (tmp_path / "data" / "blobs" / "jobs" / final["id"] / "student.safetensors").is_file()
