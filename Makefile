@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint quickstart
+.PHONY: install browser run test lint quickstart
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,14 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
+# Debian's Chromium: tests/api/test_swagger_ui.py renders /docs in it, headless (CI runs as root).
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
 run: install
 	$(BIN)/dfkd serve --host 127.0.0.1 --port 8000
 
-test: install
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
