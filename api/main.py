@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 
 from api.errors import install_error_handlers
 from api.observability import install_observability
@@ -43,7 +44,10 @@ def create_app(
         yield
         engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from files in the fastapi-offline wheel, served under
+    # /docs-static: the docs work without internet access (FastAPI's default is a CDN).
+    app = FastAPIOffline(
+        static_url="/docs-static",
         title="dfkd",
         version="0.1.0",
         description=DESCRIPTION,

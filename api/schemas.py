@@ -50,7 +50,9 @@ class TeacherPublic(BaseModel):
     input_std: list[float] | None
     sha256: str
     size_bytes: int
-    parameter_count: int
+    parameter_count: int | None = Field(
+        description="unknown (null) for program teachers until a worker loads them"
+    )
     metadata: dict[str, Any] | None = Field(
         None,
         description="summary of the activation record for the lopes method, if one was uploaded",

@@ -148,7 +148,8 @@ class Throughput:
 def frozen(model: nn.Module) -> nn.Module:
     """Eval mode and no parameter gradients: how a teacher is always used."""
     model.eval()
-    model.requires_grad_(False)
+    for parameter in model.parameters():  # (ScriptModules have no requires_grad_)
+        parameter.requires_grad_(False)
     return model
 
 

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     log_format: str = Field(
         "json", description="json (one object a line, with request and job ids) or text"
     )
+    allow_program_teachers: bool = Field(
+        False,
+        description="accept TorchScript and torch.export (.pt2) teachers; loading one runs the uploader's "
+        "code (in workers only), so enable it only for uploaders you trust",
+    )
     device: str = Field("auto", description="torch device for jobs: auto, cpu, cuda, cuda:1, ...")
     torch_threads: int | None = Field(
         None, description="intra-op threads per job; unset means torch's default"

@@ -18,9 +18,16 @@ from core.metadata import Metadata, MetadataError, load_metadata
 from core.methods import METHODS, fewshot
 from core.methods.fewshot import FewShotConfig
 from core.models import build, get_spec
+from core.programs import load_program
 from core.report import evaluate
 from core.training import CancelledError, DistillationTask, DivergedError
-from core.weights import WeightsError, load_weights, read_state_dict, state_dict_bytes
+from core.weights import (
+    WeightsError,
+    check_forward,
+    load_weights,
+    read_state_dict,
+    state_dict_bytes,
+)
 from service import logs as log_context
 from service.blobstore import BlobStoreError
 from service.db import session_scope
@@ -47,12 +54,32 @@ class JobFailure(Exception):
 
 
 def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
-    if teacher.format != "safetensors":
-        raise JobFailure(
-            "teacher_format_unsupported", f"teacher format {teacher.format!r} cannot be run here"
+    data = context.blobs.get_bytes(teacher.blob_key)
+    if teacher.format == "safetensors":
+        return load_weights(
+            build(teacher.architecture, **teacher.architecture_kwargs), read_state_dict(data)
         )
-    weights = read_state_dict(context.blobs.get_bytes(teacher.blob_key))
-    return load_weights(build(teacher.architecture, **teacher.architecture_kwargs), weights)
+    if not context.settings.allow_program_teachers:
+        raise JobFailure(
+            "program_formats_disabled", f"this worker does not run {teacher.format} teachers"
+        )
+    try:
+        model = load_program(data, teacher.format)
+    except Exception as error:  # the uploader's program can fail in any way
+        raise JobFailure(
+            "teacher_invalid", f"the {teacher.format} teacher did not load: {error}"
+        ) from None
+    check_forward(model, tuple(teacher.input_shape), teacher.num_classes)
+    try:
+        with torch.no_grad():
+            model(torch.zeros(3, *teacher.input_shape))
+    except Exception as error:
+        raise JobFailure(
+            "teacher_invalid",
+            f"the {teacher.format} teacher only takes one batch size ({error}); export it with a dynamic "
+            "batch dimension, e.g. torch.export.export(model, (x,), dynamic_shapes={'x': {0: Dim('batch')}})",
+        ) from None
+    return model
 
 
 def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[str, Any] | None:
@@ -91,7 +118,7 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         student=student_model,
         input_shape=tuple(teacher.input_shape),
         num_classes=teacher.num_classes,
-        teacher_taps=get_spec(teacher.architecture).taps,
+        teacher_taps=get_spec(teacher.architecture).taps if teacher.format == "safetensors" else (),
         student_taps=get_spec(job.student_architecture).taps,
         metadata=_load_metadata(context, teacher) if job.method == "lopes" else None,
     )

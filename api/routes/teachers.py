@@ -12,6 +12,7 @@ from api.errors import ERROR_RESPONSES, ApiError
 from api.pagination import encode_cursor, newest_first_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
 from api.uploads import (
+    PICKLE_HINT,
     refuse_declared_oversize,
     refuse_unsafe_formats,
     spool_upload,
@@ -19,6 +20,7 @@ from api.uploads import (
 )
 from core.metadata import MetadataError, check_teacher, load_metadata
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
+from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
 from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
 from service.idempotency import commit_once, request_fingerprint
 from service.models import Teacher, new_id
@@ -39,7 +41,7 @@ def to_public(teacher: Teacher) -> TeacherPublic:
         input_std=teacher.input_std,
         sha256=teacher.sha256,
         size_bytes=teacher.size_bytes,
-        parameter_count=teacher.parameter_count,
+        parameter_count=teacher.parameter_count if teacher.format == "safetensors" else None,
         metadata=teacher.metadata_info,
         created_at=as_utc(teacher.created_at),
     )
@@ -101,8 +103,12 @@ def upload_teacher(
         UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
     ],
     architecture: Annotated[
-        str, Form(description="a name from GET /v1/architectures", examples=["lenet5"])
-    ],
+        str | None,
+        Form(
+            description="a name from GET /v1/architectures (safetensors teachers)",
+            examples=["lenet5"],
+        ),
+    ] = None,
     architecture_kwargs: Annotated[
         str, Form(description='JSON object of constructor arguments, e.g. {"num_classes": 10}')
     ] = "{}",
@@ -110,8 +116,19 @@ def upload_teacher(
         str | None, Form(max_length=200, description="defaults to the file name")
     ] = None,
     format: Annotated[
-        str, Form(description="weights format; only safetensors in this version")
+        str,
+        Form(
+            description="safetensors (weights of a registry architecture; the default and the safe choice), "
+            "or, where the operator allows program teachers, torchscript or torch_export (.pt2): these run "
+            "the uploader's code and are loaded only in workers"
+        ),
     ] = "safetensors",
+    input_shape: Annotated[
+        str | None, Form(description="program teachers: [C, H, W] as JSON, e.g. [1, 32, 32]")
+    ] = None,
+    num_classes: Annotated[
+        int | None, Form(ge=2, le=100_000, description="program teachers: classes")
+    ] = None,
     input_mean: Annotated[
         str | None, Form(description="per-channel mean the teacher was trained with, e.g. [0.1307]")
     ] = None,
@@ -127,20 +144,36 @@ def upload_teacher(
     idempotency_key: IdempotencyKey = None,
 ) -> TeacherPublic:
     refuse_declared_oversize(request, settings.max_upload_bytes)
-    if format != "safetensors":
+    model: nn.Module | None = None
+    if format in PROGRAM_FORMATS:
+        if not settings.allow_program_teachers:
+            raise ApiError(
+                422,
+                "program_formats_disabled",
+                f"{format} teachers carry code and this deployment does not run uploaded code; "
+                "upload safetensors weights of a registry architecture (" + PICKLE_HINT + ")",
+            )
+        architecture, kwargs = format, {}
+        input_shape, num_classes = _program_shape(input_shape, num_classes)
+    elif format == "safetensors":
+        if not architecture:
+            raise ApiError(
+                422, "invalid_architecture", "architecture is required for safetensors weights"
+            )
+        try:
+            spec = get_spec(architecture)
+            kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
+            model = build(architecture, **kwargs)
+        except (UnknownArchitectureError, ArchitectureArgumentError) as error:
+            raise ApiError(422, "invalid_architecture", str(error)) from None
+        input_shape = spec.input_shape(**kwargs)
+        num_classes = spec.num_classes(**kwargs)
+    else:
         raise ApiError(
             422,
             "unsupported_format",
-            f"format {format!r} is not accepted; upload safetensors weights",
+            f"format {format!r} is not one of safetensors, {', '.join(PROGRAM_FORMATS)}",
         )
-    try:
-        spec = get_spec(architecture)
-        kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
-        model = build(architecture, **kwargs)
-    except (UnknownArchitectureError, ArchitectureArgumentError) as error:
-        raise ApiError(422, "invalid_architecture", str(error)) from None
-    input_shape = spec.input_shape(**kwargs)
-    num_classes = spec.num_classes(**kwargs)
     mean = _floats(input_mean, "input_mean", input_shape[0], positive=False)
     std = _floats(input_std, "input_std", input_shape[0], positive=True)
 
@@ -163,12 +196,18 @@ def upload_teacher(
         replayed = replay(session, tenant, "teachers", idempotency_key, fingerprint, response)
         if replayed is not None:
             return to_public(owned(session, Teacher, replayed, tenant))
-        refuse_unsafe_formats(upload.head)
-        try:
-            load_weights(model, read_state_dict(upload.path))
-            check_forward(model, input_shape, num_classes)
-        except WeightsError as error:
-            raise ApiError(422, "invalid_weights", str(error)) from None
+        if model is None:  # a program: structure checked here, loaded (and run) only in a worker
+            try:
+                check_program_archive(upload.path, 4 * settings.max_upload_bytes)
+            except ProgramArchiveError as error:
+                raise ApiError(422, "invalid_program", str(error)) from None
+        else:
+            refuse_unsafe_formats(upload.head)
+            try:
+                load_weights(model, read_state_dict(upload.path))
+                check_forward(model, input_shape, num_classes)
+            except WeightsError as error:
+                raise ApiError(422, "invalid_weights", str(error)) from None
         teacher = Teacher(
             id=new_id("tch"),
             tenant_id=tenant,
@@ -182,10 +221,16 @@ def upload_teacher(
             input_std=std,
             sha256=upload.sha256,
             size_bytes=upload.size,
-            parameter_count=parameter_count(model),
+            parameter_count=parameter_count(model) if model is not None else 0,
         )
-        teacher.blob_key = f"teachers/{teacher.id}/weights.safetensors"
+        teacher.blob_key = (
+            f"teachers/{teacher.id}/weights.{'safetensors' if model is not None else 'program'}"
+        )
         if metadata is not None and metadata.filename:
+            if model is None:
+                raise ApiError(
+                    422, "invalid_metadata", "activation records need a registry architecture"
+                )
             _attach_metadata(teacher, model, metadata, blobs, settings.max_upload_bytes)
         store_upload(blobs, teacher.blob_key, upload)
     finally:
@@ -193,6 +238,27 @@ def upload_teacher(
     session.add(teacher)
     winner = commit_once(session, tenant, "teachers", idempotency_key, fingerprint, teacher.id)
     return to_public(owned(session, Teacher, winner, tenant))
+
+
+def _program_shape(
+    raw_shape: str | None, num_classes: int | None
+) -> tuple[tuple[int, int, int], int]:
+    try:
+        shape = json.loads(raw_shape or "null")
+        valid = (
+            isinstance(shape, list)
+            and len(shape) == 3
+            and all(isinstance(d, int) and 0 < d <= 4096 for d in shape)
+        )
+    except json.JSONDecodeError:
+        valid = False
+    if not valid or num_classes is None:
+        raise ApiError(
+            422,
+            "invalid_form_field",
+            "program teachers need input_shape as [C, H, W] (JSON) and num_classes",
+        )
+    return tuple(shape), num_classes
 
 
 def _attach_metadata(
