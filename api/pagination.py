@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
 
+from fastapi import Depends, Query
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -35,3 +38,39 @@ def newest_first_page(
         moment, last_id = decode_cursor(after)
         query = query.where(or_(created_at < moment, and_(created_at == moment, row_id < last_id)))
     return query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)
+
+
+@dataclass(frozen=True)
+class CreatedRange:
+    """`created_after` / `created_before` filters shared by every list."""
+
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def apply(self, query: Select, created_at: InstrumentedAttribute) -> Select:
+        # stored times are UTC; a zone-less bound is read as UTC too
+        if self.after is not None:
+            query = query.where(created_at >= _utc(self.after))
+        if self.before is not None:
+            query = query.where(created_at < _utc(self.before))
+        return query
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def created_range(
+    created_after: Annotated[
+        datetime | None, Query(description="only objects created at or after (ISO 8601)")
+    ] = None,
+    created_before: Annotated[
+        datetime | None, Query(description="only objects created before (ISO 8601)")
+    ] = None,
+) -> CreatedRange:
+    if created_after and created_before and _utc(created_after) >= _utc(created_before):
+        raise ApiError(422, "invalid_range", "created_after must be earlier than created_before")
+    return CreatedRange(created_after, created_before)
+
+
+CreatedRangeDep = Annotated[CreatedRange, Depends(created_range)]

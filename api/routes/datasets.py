@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
 from api.errors import ERROR_RESPONSES, ApiError
-from api.pagination import encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.datasets import DatasetFormatError, read_labelled
@@ -89,13 +89,16 @@ def upload_dataset(
 def list_datasets(
     session: SessionDep,
     tenant: TenantDep,
+    created: CreatedRangeDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> DatasetsPublic:
     rows = list(
         session.scalars(
             newest_first_page(
-                select(Dataset).where(Dataset.tenant_id == tenant),
+                created.apply(
+                    select(Dataset).where(Dataset.tenant_id == tenant), Dataset.created_at
+                ),
                 Dataset.created_at,
                 Dataset.id,
                 after,

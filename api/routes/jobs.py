@@ -19,9 +19,9 @@ from api.deps import (
     owned,
     replay,
 )
-from api.errors import ERROR_RESPONSES, ApiError
+from api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from api.job_specs import JobCreate, JobSpec
-from api.pagination import encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
 from api.schemas import (
     JobError,
     JobLinks,
@@ -269,13 +269,21 @@ def list_jobs(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
+    created: CreatedRangeDep,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
+    teacher_id: Annotated[str | None, Query(description="only jobs of this teacher")] = None,
+    method: Annotated[str | None, Query(description="only jobs of this method")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> JobsPublic:
     query = select(Job).where(Job.tenant_id == tenant)
     if status_filter is not None:
         query = query.where(Job.status == status_filter)
+    if teacher_id is not None:
+        query = query.where(Job.teacher_id == teacher_id)
+    if method is not None:
+        query = query.where(Job.method == method)
+    query = created.apply(query, Job.created_at)
     rows = list(session.scalars(newest_first_page(query, Job.created_at, Job.id, after, limit)))
     page = rows[:limit]
     more = len(rows) > limit
@@ -298,7 +306,12 @@ def get_job(job_id: str, request: Request, session: SessionDep, tenant: TenantDe
     return to_public(_job_or_404(session, job_id, tenant), request)
 
 
-@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, summary="Ask a job to stop")
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask a job to stop",
+    responses={409: {"model": ErrorResponse, "description": "the job already ended"}},
+)
 def cancel_job(
     job_id: str,
     request: Request,
@@ -354,7 +367,12 @@ def get_metrics(
     summary="The distilled student: safetensors, ONNX or TorchScript",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/octet-stream": {}}, "description": "the file"},
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "the file",
+        },
         307: {"description": "S3 storage: a short-lived presigned URL to fetch the file from"},
         409: ERROR_RESPONSES[422],
     },

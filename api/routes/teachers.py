@@ -9,7 +9,7 @@ from torch import nn
 
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
 from api.errors import ERROR_RESPONSES, ApiError
-from api.pagination import encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
 from api.uploads import (
     PICKLE_HINT,
@@ -324,13 +324,16 @@ def put_metadata(
 def list_teachers(
     session: SessionDep,
     tenant: TenantDep,
+    created: CreatedRangeDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> TeachersPublic:
     rows = list(
         session.scalars(
             newest_first_page(
-                select(Teacher).where(Teacher.tenant_id == tenant),
+                created.apply(
+                    select(Teacher).where(Teacher.tenant_id == tenant), Teacher.created_at
+                ),
                 Teacher.created_at,
                 Teacher.id,
                 after,

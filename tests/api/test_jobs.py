@@ -227,3 +227,42 @@ def test_lopes_needs_a_teacher_with_metadata(client: TestClient, teacher_id: str
     )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "teacher_has_no_metadata"
+
+
+def test_list_filters_by_teacher_method_and_creation_time(
+    client: TestClient, teacher_id: str
+) -> None:
+    zskt = client.post("/v1/jobs", json=job_body(teacher_id)).json()
+    dfad = client.post(
+        "/v1/jobs", json=job_body(teacher_id, method="dfad", hyperparameters={})
+    ).json()
+
+    def ids(**params: str) -> list[str]:
+        response = client.get("/v1/jobs", params=params)
+        assert response.status_code == 200, response.text
+        return [job["id"] for job in response.json()["items"]]
+
+    assert ids(method="dfad") == [dfad["id"]]
+    assert ids(teacher_id=teacher_id) == [dfad["id"], zskt["id"]]
+    assert ids(teacher_id="tch_other") == []
+    assert ids(created_after=dfad["created_at"]) == [dfad["id"]]
+    assert ids(created_before=dfad["created_at"]) == [zskt["id"]]
+    assert ids(created_after="2100-01-01T00:00:00Z") == []
+    assert (
+        client.get("/v1/teachers", params={"created_before": "2000-01-01T00:00:00"}).json()["items"]
+        == []
+    )
+    inverted = client.get(
+        "/v1/jobs", params={"created_after": "2030-01-01", "created_before": "2020-01-01"}
+    )
+    assert inverted.status_code == 422 and inverted.json()["error"]["code"] == "invalid_range"
+
+
+@pytest.mark.parametrize("limit", [0, 201, -1])
+def test_page_sizes_out_of_range_are_422(client: TestClient, limit: int) -> None:
+    for listing in ("/v1/jobs", "/v1/teachers", "/v1/datasets"):
+        assert client.get(listing, params={"limit": limit}).status_code == 422
+
+
+def test_an_empty_list_has_no_cursor(client: TestClient) -> None:
+    assert client.get("/v1/jobs").json() == {"items": [], "next_cursor": None, "has_more": False}
