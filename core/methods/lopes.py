@@ -75,6 +75,9 @@ class LopesConfig:
         self, num_classes: int, input_shape: tuple[int, int, int] | None = None
     ) -> LopesConfig:
         """This config with every derived default filled in (none depend on classes or shape)."""
+        for name in ("samples", "reconstruction_batch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         return LopesConfig(**asdict(self))
 
     def reconstruction_batches(self) -> int:
@@ -136,6 +139,14 @@ def _student_batch(step: int, size: int, batch_size: int, seed: int) -> torch.Te
     epoch, position = divmod(step - 1, per_epoch)
     order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
     return order[position * batch_size : (position + 1) * batch_size]
+
+
+def soft_cross_entropy(
+    teacher_probabilities: torch.Tensor, student_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Cross-entropy from softmax(teacher / tau) to softmax(student / tau), batch mean."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    return -(teacher_probabilities * log_student).sum(1).mean()
 
 
 def _batch_generator(seed: int, batch: int) -> torch.Generator:
@@ -206,9 +217,10 @@ def distill(
         offset: int, local: int, loss: torch.Tensor, images: torch.Tensor
     ) -> None:
         step = offset + local
-        done = step // config.reconstruction_steps * config.reconstruction_batch
-        metrics["reconstruction_loss"] = loss.item()
-        metrics["reconstructed"] = float(min(config.samples, done))
+        if step % config.log_every == 0 or step == total:  # .item() waits for the device
+            done = step // config.reconstruction_steps * config.reconstruction_batch
+            metrics["reconstruction_loss"] = loss.item()
+            metrics["reconstructed"] = float(min(config.samples, done))
         after_step(step, images)
 
     # --- phase 1: reconstruct the surrogate set, batch by batch
@@ -254,14 +266,7 @@ def distill(
             step - reconstruction_total, len(images), config.batch_size, config.seed
         ).to(device)
         student_logits = student(images[batch_indices])
-        loss = (
-            -(
-                soft_targets[batch_indices]
-                * F.log_softmax(student_logits / config.temperature, dim=1)
-            )
-            .sum(1)
-            .mean()
-        )
+        loss = soft_cross_entropy(soft_targets[batch_indices], student_logits, config.temperature)
         state.optimizer_student.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer_student.step()
