@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +39,73 @@ class StateDictMismatch:
         return "; ".join(parts)
 
 
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def validate_safetensors(data: bytes | Path) -> None:
+    """Check a safetensors file's header against its size before anything is allocated: header
+    length, dtypes, shape x dtype = byte count, offsets inside the data, no overlaps or gaps."""
+    if isinstance(data, Path):
+        size = data.stat().st_size
+        with data.open("rb") as handle:
+            prefix = handle.read(8)
+            length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            header_bytes = handle.read(min(max(length, 0), MAX_HEADER_BYTES))
+    else:
+        size = len(data)
+        length = int.from_bytes(data[:8], "little") if size >= 8 else -1
+        header_bytes = data[8 : 8 + min(max(length, 0), MAX_HEADER_BYTES)]
+    if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+        raise WeightsError("not a safetensors file: its header length does not fit the file")
+    try:
+        header = json.loads(header_bytes)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WeightsError("not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise WeightsError("not a safetensors file: its header is not a JSON object")
+    data_size = size - 8 - length
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in DTYPE_BYTES:
+            raise WeightsError(
+                f"tensor {name!r}: unknown dtype {info.get('dtype') if isinstance(info, dict) else info!r}"
+            )
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise WeightsError(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+        ):
+            raise WeightsError(f"tensor {name!r}: bad data_offsets {offsets!r}")
+        start, end = offsets
+        expected = math.prod(shape) * DTYPE_BYTES[info["dtype"]]
+        if not 0 <= start <= end <= data_size or end - start != expected:
+            raise WeightsError(
+                f"tensor {name!r}: {info['dtype']}{shape} needs {expected} bytes but its offsets "
+                f"{offsets} do not fit the {data_size} bytes of data"
+            )
+        spans.append((start, end, name))
+    position = 0
+    for start, end, name in sorted(spans):
+        if start != position:
+            raise WeightsError(
+                f"tensor {name!r} overlaps another or leaves a gap at byte {position}"
+            )
+        position = end
+    if position != data_size:
+        raise WeightsError(f"the file holds {data_size - position} bytes that belong to no tensor")
+
+
 def read_state_dict(source: Path | bytes) -> dict[str, torch.Tensor]:
+    validate_safetensors(source)
     try:
         return load(source) if isinstance(source, bytes) else load_file(str(source))
     except (SafetensorError, OSError, ValueError) as error:
