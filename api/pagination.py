@@ -6,11 +6,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from sqlalchemy import Select, and_, or_
-from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.errors import ApiError
 
@@ -74,3 +74,16 @@ def created_range(
 
 
 CreatedRangeDep = Annotated[CreatedRange, Depends(created_range)]
+
+
+PageLimit = Annotated[int, Query(ge=1, le=200, description="items per page")]
+PageAfter = Annotated[str | None, Query(description="next_cursor of the previous page")]
+
+
+def fetch_page(
+    session: Session, query: Select, model: Any, after: str | None, limit: int
+) -> tuple[list[Any], str | None, bool]:
+    """One page of `model` rows, newest first: (rows, next cursor, has more)."""
+    rows = list(session.scalars(newest_first_page(query, model.created_at, model.id, after, limit)))
+    page, more = rows[:limit], len(rows) > limit
+    return page, encode_cursor(page[-1].created_at, page[-1].id) if more else None, more

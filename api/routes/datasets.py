@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
 from api.errors import ERROR_RESPONSES, ApiError
-from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.datasets import DatasetFormatError, read_labelled
@@ -90,28 +90,12 @@ def list_datasets(
     session: SessionDep,
     tenant: TenantDep,
     created: CreatedRangeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    after: PageAfter = None,
 ) -> DatasetsPublic:
-    rows = list(
-        session.scalars(
-            newest_first_page(
-                created.apply(
-                    select(Dataset).where(Dataset.tenant_id == tenant), Dataset.created_at
-                ),
-                Dataset.created_at,
-                Dataset.id,
-                after,
-                limit,
-            )
-        )
-    )
-    page, more = rows[:limit], len(rows) > limit
-    return DatasetsPublic(
-        items=[to_public(d) for d in page],
-        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
-        has_more=more,
-    )
+    query = created.apply(select(Dataset).where(Dataset.tenant_id == tenant), Dataset.created_at)
+    rows, cursor, more = fetch_page(session, query, Dataset, after, limit)
+    return DatasetsPublic(items=[to_public(row) for row in rows], next_cursor=cursor, has_more=more)
 
 
 @router.get("/{dataset_id}", summary="One dataset")

@@ -21,7 +21,7 @@ from api.deps import (
 )
 from api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from api.job_specs import JobCreate, JobSpec
-from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import (
     JobError,
     JobLinks,
@@ -273,8 +273,8 @@ def list_jobs(
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     teacher_id: Annotated[str | None, Query(description="only jobs of this teacher")] = None,
     method: Annotated[str | None, Query(description="only jobs of this method")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    after: PageAfter = None,
 ) -> JobsPublic:
     query = select(Job).where(Job.tenant_id == tenant)
     if status_filter is not None:
@@ -284,13 +284,9 @@ def list_jobs(
     if method is not None:
         query = query.where(Job.method == method)
     query = created.apply(query, Job.created_at)
-    rows = list(session.scalars(newest_first_page(query, Job.created_at, Job.id, after, limit)))
-    page = rows[:limit]
-    more = len(rows) > limit
+    rows, cursor, more = fetch_page(session, query, Job, after, limit)
     return JobsPublic(
-        items=[to_public(job, request) for job in page],
-        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
-        has_more=more,
+        items=[to_public(job, request) for job in rows], next_cursor=cursor, has_more=more
     )
 
 

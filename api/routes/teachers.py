@@ -3,13 +3,13 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import select
 from torch import nn
 
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
 from api.errors import ERROR_RESPONSES, ApiError
-from api.pagination import CreatedRangeDep, encode_cursor, newest_first_page
+from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
 from api.uploads import (
     PICKLE_HINT,
@@ -325,29 +325,12 @@ def list_teachers(
     session: SessionDep,
     tenant: TenantDep,
     created: CreatedRangeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: PageLimit = 50,
+    after: PageAfter = None,
 ) -> TeachersPublic:
-    rows = list(
-        session.scalars(
-            newest_first_page(
-                created.apply(
-                    select(Teacher).where(Teacher.tenant_id == tenant), Teacher.created_at
-                ),
-                Teacher.created_at,
-                Teacher.id,
-                after,
-                limit,
-            )
-        )
-    )
-    page = rows[:limit]
-    more = len(rows) > limit
-    return TeachersPublic(
-        items=[to_public(t) for t in page],
-        next_cursor=encode_cursor(page[-1].created_at, page[-1].id) if more else None,
-        has_more=more,
-    )
+    query = created.apply(select(Teacher).where(Teacher.tenant_id == tenant), Teacher.created_at)
+    rows, cursor, more = fetch_page(session, query, Teacher, after, limit)
+    return TeachersPublic(items=[to_public(row) for row in rows], next_cursor=cursor, has_more=more)
 
 
 @router.get("/{teacher_id}", summary="One teacher")
