@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -127,3 +129,31 @@ def _quiet_threads() -> None:
     import torch
 
     torch.set_num_threads(2)
+
+
+def test_cancelling_a_running_job_stops_it_and_keeps_its_last_checkpoint(
+    client: TestClient, settings: Settings, teacher_id: str
+) -> None:
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher_id,
+            "student": {"architecture": "lenet5_half"},
+            "iterations": 100_000,
+            "batch_size": 8,
+            "checkpoint_every": 5,
+            "hyperparameters": {"generator_width": 8, "student_steps": 1, "log_every": 1},
+        },
+    ).json()
+    runner = threading.Thread(target=run_job, args=(job["id"], make_context(settings)))
+    runner.start()
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/jobs/{job['id']}").json()["progress"]["iteration"] < 10:
+        assert time.monotonic() < deadline, "the job never got going"
+        time.sleep(0.2)
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["cancel_requested"] is True
+    runner.join(60)
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled" and final["progress"]["iteration"] < 100_000
+    assert (settings.blob_dir / "jobs" / job["id"] / "checkpoint.pt").is_file()
+    assert client.get(f"/v1/jobs/{job['id']}/student").status_code == 409
