@@ -15,13 +15,14 @@ so the generator keeps finding hard samples late in training.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples, generator_for
 from core.losses import agreement, kl_divergence
@@ -33,8 +34,6 @@ from core.training import (
     TrainingHooks,
     check_finite,
     frozen,
-    restore_rng_state,
-    rng_state,
     seed_everything,
 )
 
@@ -140,16 +139,9 @@ def _milestones(iterations: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({max(1, round(fraction * iterations)) for fraction in fractions})
 
 
-@dataclass
-class _State:
-    generator: nn.Module
-    optimizer_generator: torch.optim.Optimizer
-    optimizer_student: torch.optim.Optimizer
-    scheduler_generator: torch.optim.lr_scheduler.LRScheduler
-    scheduler_student: torch.optim.lr_scheduler.LRScheduler
-
-
-def _build_state(config: DFADConfig, task: DistillationTask, device: torch.device) -> _State:
+def _build_state(
+    config: DFADConfig, task: DistillationTask, device: torch.device
+) -> AdversarialState:
     assert config.generator is not None and config.z_dim is not None
     assert config.lr_student is not None and config.weight_decay is not None
     assert config.generator_width is not None
@@ -164,7 +156,7 @@ def _build_state(config: DFADConfig, task: DistillationTask, device: torch.devic
         weight_decay=config.weight_decay,
     )
     milestones = _milestones(config.iterations, tuple(config.lr_milestones))
-    return _State(
+    return AdversarialState(
         generator=generator,
         optimizer_generator=optimizer_generator,
         optimizer_student=optimizer_student,
@@ -178,32 +170,10 @@ def _build_state(config: DFADConfig, task: DistillationTask, device: torch.devic
 
 
 def checkpoint_dict(
-    step: int, config: DFADConfig, task: DistillationTask, state: _State
+    step: int, config: DFADConfig, task: DistillationTask, state: AdversarialState
 ) -> dict[str, Any]:
     """The whole training state as one dict of tensors and plain values (loads with weights_only)."""
-    return {
-        "method": "dfad",
-        "step": step,
-        "config": asdict(config),
-        "student": task.student.state_dict(),
-        "generator": state.generator.state_dict(),
-        "optimizer_generator": state.optimizer_generator.state_dict(),
-        "optimizer_student": state.optimizer_student.state_dict(),
-        "scheduler_generator": state.scheduler_generator.state_dict(),
-        "scheduler_student": state.scheduler_student.state_dict(),
-        "rng": rng_state(),
-    }
-
-
-def _restore(checkpoint: dict[str, Any], task: DistillationTask, state: _State) -> int:
-    task.student.load_state_dict(checkpoint["student"])
-    state.generator.load_state_dict(checkpoint["generator"])
-    state.optimizer_generator.load_state_dict(checkpoint["optimizer_generator"])
-    state.optimizer_student.load_state_dict(checkpoint["optimizer_student"])
-    state.scheduler_generator.load_state_dict(checkpoint["scheduler_generator"])
-    state.scheduler_student.load_state_dict(checkpoint["scheduler_student"])
-    restore_rng_state(checkpoint["rng"])
-    return int(checkpoint["step"])
+    return state.checkpoint("dfad", step, config, task.student)
 
 
 def distill(
@@ -223,7 +193,7 @@ def distill(
 
     state = _build_state(config, task, device)
     generator = state.generator.train()
-    start = _restore(resume_from, task, state) if resume_from else 0
+    start = state.restore(resume_from, task.student) if resume_from else 0
 
     # every student and generator step draws a fresh batch: that many pseudo inputs per iteration
     # fresh pseudo batches for the metrics come from their own stream: logging never moves training

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
+from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples
 from core.losses import agreement, attention_loss, kl_divergence
@@ -27,8 +27,6 @@ from core.training import (
     check_finite,
     clip_and_step,
     frozen,
-    restore_rng_state,
-    rng_state,
     seed_everything,
 )
 
@@ -77,16 +75,9 @@ class ZSKTConfig:
         return ZSKTConfig(**{**asdict(self), "beta": beta, "generator_width": width})
 
 
-@dataclass
-class _State:
-    generator: nn.Module
-    optimizer_generator: torch.optim.Optimizer
-    optimizer_student: torch.optim.Optimizer
-    scheduler_generator: torch.optim.lr_scheduler.LRScheduler
-    scheduler_student: torch.optim.lr_scheduler.LRScheduler
-
-
-def _build_state(config: ZSKTConfig, task: DistillationTask, device: torch.device) -> _State:
+def _build_state(
+    config: ZSKTConfig, task: DistillationTask, device: torch.device
+) -> AdversarialState:
     channels, size, _ = task.input_shape
     generator = build_generator(
         "zskt",
@@ -97,7 +88,7 @@ def _build_state(config: ZSKTConfig, task: DistillationTask, device: torch.devic
     ).to(device)
     optimizer_generator = torch.optim.Adam(generator.parameters(), lr=config.lr_generator)
     optimizer_student = torch.optim.Adam(task.student.parameters(), lr=config.lr_student)
-    return _State(
+    return AdversarialState(
         generator=generator,
         optimizer_generator=optimizer_generator,
         optimizer_student=optimizer_student,
@@ -111,32 +102,10 @@ def _build_state(config: ZSKTConfig, task: DistillationTask, device: torch.devic
 
 
 def checkpoint_dict(
-    step: int, config: ZSKTConfig, task: DistillationTask, state: _State
+    step: int, config: ZSKTConfig, task: DistillationTask, state: AdversarialState
 ) -> dict[str, Any]:
     """The whole training state as one dict of tensors and plain values (loads with weights_only)."""
-    return {
-        "method": "zskt",
-        "step": step,
-        "config": asdict(config),
-        "student": task.student.state_dict(),
-        "generator": state.generator.state_dict(),
-        "optimizer_generator": state.optimizer_generator.state_dict(),
-        "optimizer_student": state.optimizer_student.state_dict(),
-        "scheduler_generator": state.scheduler_generator.state_dict(),
-        "scheduler_student": state.scheduler_student.state_dict(),
-        "rng": rng_state(),
-    }
-
-
-def _restore(checkpoint: dict[str, Any], task: DistillationTask, state: _State) -> int:
-    task.student.load_state_dict(checkpoint["student"])
-    state.generator.load_state_dict(checkpoint["generator"])
-    state.optimizer_generator.load_state_dict(checkpoint["optimizer_generator"])
-    state.optimizer_student.load_state_dict(checkpoint["optimizer_student"])
-    state.scheduler_generator.load_state_dict(checkpoint["scheduler_generator"])
-    state.scheduler_student.load_state_dict(checkpoint["scheduler_student"])
-    restore_rng_state(checkpoint["rng"])
-    return int(checkpoint["step"])
+    return state.checkpoint("zskt", step, config, task.student)
 
 
 Config = ZSKTConfig
@@ -174,7 +143,7 @@ def distill(
 
     state = _build_state(config, task, device)
     generator = state.generator.train()
-    start = _restore(resume_from, task, state) if resume_from else 0
+    start = state.restore(resume_from, task.student) if resume_from else 0
 
     # fresh pseudo batches for the metrics come from their own stream: logging never moves training
     fresh_draws = torch.Generator(device=device).manual_seed(config.seed + 1)
