@@ -64,7 +64,10 @@ class LopesConfig:
     reconstruction_steps: int = PAPER_RECONSTRUCTION_STEPS
     reconstruction_lr: float = 0.05  # paper: 0.05-0.07
     reconstruction_batch: int = 512  # inputs optimised together (same result, fewer passes)
-    init_std: float = 1.0  # the starting noise, N(0, init_std^2) in the teacher's input space
+    # The starting noise, N(0, init_std^2) in the teacher's input space. The paper says only "noise";
+    # 0.1 beat 1.0 for every record when tuned on digits the held-out set never saw (the noise
+    # the objective does not remove stays in the images the student learns from).
+    init_std: float = 0.1
     lr_student: float = 1e-3
     temperature: float = 8.0  # of the distillation softmax (the paper's tau)
     seed: int = 0
