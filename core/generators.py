@@ -52,56 +52,19 @@ class ZSKTGenerator(nn.Module):
     The paper's width w is 128; a narrower one trades sample capacity for CPU speed.
     """
 
-    def __init__(self, z_dim: int, out_channels: int, image_size: int, width: int) -> None:
+    def __init__(
+        self,
+        z_dim: int,
+        out_channels: int,
+        image_size: int,
+        width: int,
+        output: tuple[nn.Module, ...] | None = None,
+        name: str = "ZSKT",
+    ) -> None:
         super().__init__()
         if image_size % 4 != 0:
             raise ValueError(
-                f"the ZSKT generator needs an image size divisible by 4, got {image_size}"
-            )
-        self.z_dim = z_dim
-        self.width = width
-        self.init_size = image_size // 4
-        self.project = nn.Linear(z_dim, width * self.init_size**2)
-        self.body = nn.Sequential(
-            nn.BatchNorm2d(width),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(width, width, 3, 1, 1),
-            nn.BatchNorm2d(width),
-            nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(width, width // 2, 3, 1, 1),
-            nn.BatchNorm2d(width // 2),
-            nn.LeakyReLU(0.2),
-            nn.Conv2d(width // 2, out_channels, 3, 1, 1),
-            nn.BatchNorm2d(out_channels, affine=True),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(z.shape[0], self.width, self.init_size, self.init_size)
-        return self.body(x)
-
-
-@register_generator
-def zskt(
-    z_dim: int = 100, out_channels: int = 3, image_size: int = 32, width: int = 128
-) -> nn.Module:
-    return ZSKTGenerator(z_dim, out_channels, image_size, width)
-
-
-class DAFLGenerator(nn.Module):
-    """DAFL's generator (Chen et al., 2019), DFAD's "generator A" for images up to 64 px.
-
-    The ZSKT layout, except that the output goes through Tanh and then a BatchNorm without
-    affine parameters: Tanh bounds each pixel, the parameter-free BN then standardises every
-    channel over the batch, so samples land at roughly zero mean and unit variance, the scale of
-    a teacher's normalised inputs. The paper's width is 128 (DFAD's ngf=64 doubled).
-    """
-
-    def __init__(self, z_dim: int, out_channels: int, image_size: int, width: int) -> None:
-        super().__init__()
-        if image_size % 4 != 0:
-            raise ValueError(
-                f"the DAFL generator needs an image size divisible by 4, got {image_size}"
+                f"the {name} generator needs an image size divisible by 4, got {image_size}"
             )
         if width < 2:
             raise ValueError(f"generator width must be at least 2, got {width}")
@@ -120,13 +83,33 @@ class DAFLGenerator(nn.Module):
             nn.BatchNorm2d(width // 2),
             nn.LeakyReLU(0.2),
             nn.Conv2d(width // 2, out_channels, 3, 1, 1),
-            nn.Tanh(),
-            nn.BatchNorm2d(out_channels, affine=False),
+            *(output or (nn.BatchNorm2d(out_channels, affine=True),)),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.project(z).view(z.shape[0], self.width, self.init_size, self.init_size)
         return self.body(x)
+
+
+@register_generator
+def zskt(
+    z_dim: int = 100, out_channels: int = 3, image_size: int = 32, width: int = 128
+) -> nn.Module:
+    return ZSKTGenerator(z_dim, out_channels, image_size, width)
+
+
+class DAFLGenerator(ZSKTGenerator):
+    """DAFL's generator (Chen et al., 2019), DFAD's "generator A" for images up to 64 px.
+
+    The ZSKT layout, except that the output goes through Tanh and then a BatchNorm without
+    affine parameters: Tanh bounds each pixel, the parameter-free BN then standardises every
+    channel over the batch, so samples land at roughly zero mean and unit variance, the scale of
+    a teacher's normalised inputs. The paper's width is 128 (DFAD's ngf=64 doubled).
+    """
+
+    def __init__(self, z_dim: int, out_channels: int, image_size: int, width: int) -> None:
+        output = (nn.Tanh(), nn.BatchNorm2d(out_channels, affine=False))
+        super().__init__(z_dim, out_channels, image_size, width, output=output, name="DAFL")
 
 
 class DCGANGenerator(nn.Module):

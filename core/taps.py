@@ -30,6 +30,11 @@ class ActivationRecorder:
         return hook
 
     @property
+    def active(self) -> bool:
+        """Whether any module is tapped."""
+        return bool(self._names)
+
+    @property
     def activations(self) -> list[torch.Tensor]:
         return [self._outputs[name] for name in self._names]
 
@@ -87,3 +92,30 @@ def matching_taps(
         )
         if teacher_shape[1:] == student_shape[1:]
     ]
+
+
+def attention_recorders(
+    teacher: nn.Module,
+    teacher_taps: tuple[str, ...],
+    student: nn.Module,
+    student_taps: tuple[str, ...],
+    input_shape: tuple[int, int, int],
+    enabled: bool,
+    without: str,
+) -> tuple[ActivationRecorder, ActivationRecorder, str | None]:
+    """Recorders on the tap pairs attention transfer can compare, and the warning to give when
+    it was asked for but no pair matches (`without` says what training falls back to)."""
+    pairs = (
+        matching_taps(teacher, teacher_taps, student, student_taps, input_shape) if enabled else []
+    )
+    warning = None
+    if enabled and not pairs:
+        warning = (
+            "attention transfer disabled: the teacher and student have no attention taps of "
+            f"matching spatial size; {without}"
+        )
+    return (
+        ActivationRecorder(teacher, tuple(t for t, _ in pairs)),
+        ActivationRecorder(student, tuple(s for _, s in pairs)),
+        warning,
+    )

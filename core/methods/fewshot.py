@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from core.datasets import LabelledImages
 from core.losses import agreement, attention_map, kl_divergence
 from core.methods.zskt import default_beta
-from core.taps import ActivationRecorder, matching_taps
+from core.taps import ActivationRecorder, attention_recorders
 from core.training import (
     CancelledError,
     DistillationResult,
@@ -146,20 +146,18 @@ def distill(
     student = task.student.to(device).train()
     warnings: list[str] = []
 
-    pairs = (
-        matching_taps(teacher, task.teacher_taps, student, task.student_taps, task.input_shape)
-        if config.attention
-        else []
+    teacher_taps, student_taps, warning = attention_recorders(
+        teacher,
+        task.teacher_taps,
+        student,
+        task.student_taps,
+        task.input_shape,
+        config.attention,
+        without="fine-tuning uses the KD term alone",
     )
-    if config.attention and not pairs:
-        message = (
-            "attention transfer disabled: the teacher and student have no attention taps of "
-            "matching spatial size; fine-tuning uses the KD term alone"
-        )
-        warnings.append(message)
-        hooks.on_warning(message)
-    teacher_taps = ActivationRecorder(teacher, tuple(t for t, _ in pairs))
-    student_taps = ActivationRecorder(student, tuple(s for _, s in pairs))
+    if warning:
+        warnings.append(warning)
+        hooks.on_warning(warning)
 
     images, labels = data.images.to(device), data.labels.to(device)
     try:
@@ -196,7 +194,7 @@ def distill(
             )
             loss_attention = (
                 _attention_to_maps([m[batch] for m in teacher_maps_all], student_taps.activations)
-                if pairs
+                if teacher_taps.active
                 else loss_kd.new_zeros(())
             )
             loss_labels = (

@@ -17,7 +17,7 @@ from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples
 from core.losses import agreement, attention_loss, kl_divergence
-from core.taps import ActivationRecorder, matching_taps
+from core.taps import attention_recorders
 from core.training import (
     CancelledError,
     DistillationResult,
@@ -126,20 +126,18 @@ def distill(
     warnings: list[str] = []
 
     # --- attention taps: only pairs whose spatial sizes match can be compared
-    pairs = (
-        matching_taps(teacher, task.teacher_taps, student, task.student_taps, task.input_shape)
-        if config.attention
-        else []
+    teacher_taps, student_taps, warning = attention_recorders(
+        teacher,
+        task.teacher_taps,
+        student,
+        task.student_taps,
+        task.input_shape,
+        config.attention,
+        without="training uses the KL term alone",
     )
-    if config.attention and not pairs:
-        message = (
-            "attention transfer disabled: the teacher and student have no attention taps of "
-            "matching spatial size; training uses the KL term alone"
-        )
-        warnings.append(message)
-        hooks.on_warning(message)
-    teacher_taps = ActivationRecorder(teacher, tuple(t for t, _ in pairs))
-    student_taps = ActivationRecorder(student, tuple(s for _, s in pairs))
+    if warning:
+        warnings.append(warning)
+        hooks.on_warning(warning)
 
     state = _build_state(config, task, device)
     generator = state.generator.train()
@@ -172,14 +170,14 @@ def distill(
                 pseudo = generator(z)
                 teacher_logits = teacher(pseudo)
                 teacher_activations = (
-                    [a.detach() for a in teacher_taps.activations] if pairs else []
+                    [a.detach() for a in teacher_taps.activations] if teacher_taps.active else []
                 )
             for _ in range(config.student_steps):
                 student_logits = student(pseudo)
                 loss_kl = kl_divergence(teacher_logits, student_logits, config.temperature)
                 loss_attention = (
                     attention_loss(teacher_activations, student_taps.activations)
-                    if pairs
+                    if teacher_taps.active
                     else loss_kl.new_zeros(())
                 )
                 loss_student = loss_kl + config.beta * loss_attention
