@@ -15,7 +15,7 @@ def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
     session.add(JobEvent(job_id=job_id, kind=kind, message=message))
 
 
-def claim_job(session: Session, job_id: str, lease_seconds: int, max_attempts: int) -> bool:
+def claim_job(session: Session, job_id: str, lease_seconds: float, max_attempts: int) -> bool:
     """queued -> running in one UPDATE; a second delivery of the same job finds nothing to claim.
 
     A running job whose lease lapsed (its worker died) can be claimed again.
@@ -45,22 +45,36 @@ def claim_job(session: Session, job_id: str, lease_seconds: int, max_attempts: i
     return result.rowcount == 1
 
 
-def renew_lease(session: Session, job_id: str, lease_seconds: int, **progress: Any) -> bool:
-    """Extend the lease and record progress; False if the job is no longer ours to run."""
+def renew_lease(
+    session: Session, job_id: str, lease_seconds: float, attempt: int | None = None, **progress: Any
+) -> bool:
+    """Extend the lease and record progress; False if the job is no longer ours to run.
+
+    `attempt` fences a worker that was presumed dead (its lease lapsed and the job went to
+    another worker): its renewals and its end no longer match."""
+    condition = (Job.id == job_id) & (Job.status == JobStatus.running)
+    if attempt is not None:
+        condition = condition & (Job.attempts == attempt)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .where(condition)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds), **progress)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-def finish_job(session: Session, job_id: str, status: JobStatus, **values: Any) -> bool:
-    """running -> a final state; returns False when the job was not running."""
+def finish_job(
+    session: Session, job_id: str, status: JobStatus, attempt: int | None = None, **values: Any
+) -> bool:
+    """running -> a final state; returns False when the job was not running (or, given
+    `attempt`, was running another attempt)."""
+    condition = (Job.id == job_id) & (Job.status == JobStatus.running)
+    if attempt is not None:
+        condition = condition & (Job.attempts == attempt)
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .where(condition)
         .values(status=status, finished_at=utcnow(), lease_expires_at=None, **values)
         .execution_options(synchronize_session=False)
     )
@@ -114,3 +128,54 @@ def requeue_orphans(session: Session, before: datetime | None = None) -> list[st
         for job_id in ids:
             add_event(session, job_id, "state", "requeued: its worker stopped before finishing")
     return ids
+
+
+def lapsed_leases(session: Session) -> list[tuple[str, int]]:
+    """(job id, attempts) of running jobs whose lease lapsed: their worker died without a word."""
+    rows = session.execute(
+        select(Job.id, Job.attempts).where(
+            Job.status == JobStatus.running, Job.lease_expires_at < utcnow()
+        )
+    )
+    return [(job_id, attempts) for job_id, attempts in rows]
+
+
+def reap_lapsed(
+    session: Session, job_id: str, attempts: int, max_attempts: int
+) -> JobStatus | None:
+    """One conditional UPDATE: a lapsed job goes back to queued, or fails with
+    `too_many_attempts` once it used its attempts. Returns the new status, or None when another
+    reaper (or a late renewal) got there first, so only one reaper ever re-enqueues it."""
+    now = utcnow()
+    if attempts >= max_attempts:
+        message = (
+            f"the job's worker stopped without finishing {attempts} times (its lease lapsed); "
+            f"giving up after {max_attempts} attempts"
+        )
+        status = JobStatus.failed
+        values: dict[str, Any] = {
+            "finished_at": now,
+            "error_code": "too_many_attempts",
+            "error_message": message,
+        }
+    else:
+        message = (
+            f"requeued: the lease of attempt {attempts} lapsed (its worker stopped); "
+            "the next attempt resumes from the last checkpoint"
+        )
+        status, values = JobStatus.queued, {}
+    moved = session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.status == JobStatus.running,
+            Job.lease_expires_at < now,
+            Job.attempts == attempts,
+        )
+        .values(status=status, lease_expires_at=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        return None
+    add_event(session, job_id, "error" if status == JobStatus.failed else "state", message)
+    return status

@@ -49,8 +49,17 @@ class Settings(BaseSettings):
     )
     runner_threads: int = Field(1, description="concurrent jobs in the embedded runner")
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
-    job_lease_seconds: int = Field(
-        600, description="a running job whose lease lapses is presumed dead"
+    job_lease_seconds: float = Field(
+        600,
+        gt=0,
+        description="a running job whose lease lapses is presumed dead: put back in the queue and "
+        "re-enqueued by the lease reaper",
+    )
+    lease_renew_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how often a running job renews its lease (and the reaper looks for lapsed "
+        "ones); unset means a third of the lease",
     )
     max_attempts: int = Field(3, description="deliveries of one job before it fails for good")
     checkpoint_every: int = Field(200, description="iterations between job checkpoints")
@@ -61,6 +70,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'dfkd.sqlite3').resolve()}"
+
+    @property
+    def lease_renew_interval(self) -> float:
+        return self.lease_renew_seconds or self.job_lease_seconds / 3
 
     @property
     def uses_embedded_runner(self) -> bool:

@@ -7,13 +7,24 @@ import time
 from typing import Any
 
 import torch
+from sqlalchemy.orm import Session
 
 from core.images import sample_grid
 from core.training import Progress, TrainingHooks
-from service.db import session_scope
+from service.db_retry import in_transaction
 from service.job_state import add_event, cancel_requested, renew_lease
 from service.models import JobArtifact, MetricPoint
 from worker.context import WorkerContext
+from worker.lease import LeaseKeeper, LeaseLostError
+
+
+class SoftTimeLimitError(RuntimeError):
+    """The job ran past its soft time limit; it stopped right after writing a checkpoint."""
+
+    def __init__(self, step: int, limit_seconds: float) -> None:
+        super().__init__(f"soft time limit of {limit_seconds:.0f}s reached; stopped at step {step}")
+        self.step = step
+        self.limit_seconds = limit_seconds
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -25,7 +36,10 @@ def samples_key(job_id: str, step: int) -> str:
 
 
 class JobHooks(TrainingHooks):
-    """Writes progress and metrics to the database off the hot loop: buffered, flushed each second."""
+    """Writes progress and metrics to the database off the hot loop: buffered, flushed each second.
+
+    Every database write survives a dropped connection (retried on a fresh one), so a metric
+    series has no gaps after a PostgreSQL restart."""
 
     flush_interval_seconds = 1.0
     cancel_check_interval_seconds = 2.0
@@ -39,21 +53,24 @@ class JobHooks(TrainingHooks):
         sample_every: int,
         input_mean: list[float] | None = None,
         input_std: list[float] | None = None,
+        lease: LeaseKeeper | None = None,
+        soft_time_limit_seconds: float | None = None,
     ) -> None:
         self.context = context
         self.job_id = job_id
         self.checkpoint_every = checkpoint_every
         self.sample_every = sample_every
         self.input_mean, self.input_std = input_mean, input_std
-        self._points: list[MetricPoint] = []
+        self.lease = lease
+        self.soft_time_limit_seconds = soft_time_limit_seconds
+        self._started = time.monotonic()
+        self._points: list[tuple[str, int, float]] = []
         self._progress: dict[str, Any] = {}
         self._last_flush = 0.0
         self._last_cancel_check = time.monotonic()
 
     def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-        self._points.extend(
-            MetricPoint(job_id=self.job_id, name=n, step=step, value=v) for n, v in metrics.items()
-        )
+        self._points.extend((name, step, value) for name, value in metrics.items())
         self._progress = {
             "progress_step": step,
             "samples_per_second": progress.samples_per_second,
@@ -69,36 +86,57 @@ class JobHooks(TrainingHooks):
     def flush(self) -> None:
         if not self._points and not self._progress:
             return
-        with session_scope(self.context.sessions) as session:
-            session.add_all(self._points)
-            renew_lease(
-                session, self.job_id, self.context.settings.job_lease_seconds, **self._progress
+        points, progress = self._points, self._progress
+        attempt = self.lease.attempt if self.lease else None
+
+        def write(session: Session) -> None:
+            session.add_all(
+                MetricPoint(job_id=self.job_id, name=name, step=step, value=value)
+                for name, step, value in points
             )
+            renew_lease(
+                session,
+                self.job_id,
+                self.context.settings.job_lease_seconds,
+                attempt=attempt,
+                **progress,
+            )
+
+        in_transaction(self.context.sessions, write)
         self._points, self._progress = [], {}
         self._last_flush = time.monotonic()
 
     def on_warning(self, message: str) -> None:
-        with session_scope(self.context.sessions) as session:
-            add_event(session, self.job_id, "warning", message)
+        in_transaction(
+            self.context.sessions,
+            lambda session: add_event(session, self.job_id, "warning", message),
+        )
 
     def should_stop(self, step: int) -> bool:
+        if self.lease is not None and self.lease.lost.is_set():
+            raise LeaseLostError(f"job {self.job_id} went to another attempt at step {step}")
         if time.monotonic() - self._last_cancel_check < self.cancel_check_interval_seconds:
             return False
         self._last_cancel_check = time.monotonic()
-        with session_scope(self.context.sessions) as session:
-            return cancel_requested(session, self.job_id)
+        return in_transaction(
+            self.context.sessions, lambda session: cancel_requested(session, self.job_id)
+        )
 
     def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
         buffer = io.BytesIO()
         torch.save(state, buffer)
         self.flush()  # metrics up to the checkpoint are durable before it is
         self.context.blobs.put_bytes(checkpoint_key(self.job_id), buffer.getvalue())
+        limit = self.soft_time_limit_seconds
+        if limit is not None and time.monotonic() - self._started >= limit:
+            raise SoftTimeLimitError(step, limit)
 
     def on_samples(self, step: int, images: torch.Tensor) -> None:
         key = samples_key(self.job_id, step)
         self.context.blobs.put_bytes(key, sample_grid(images, self.input_mean, self.input_std))
-        with session_scope(self.context.sessions) as session:
-            session.add(
+        in_transaction(
+            self.context.sessions,
+            lambda session: session.add(
                 JobArtifact(
                     job_id=self.job_id,
                     kind="samples",
@@ -106,7 +144,8 @@ class JobHooks(TrainingHooks):
                     blob_key=key,
                     content_type="image/png",
                 )
-            )
+            ),
+        )
 
 
 class PhaseHooks(TrainingHooks):
@@ -131,8 +170,8 @@ class PhaseHooks(TrainingHooks):
         )
 
     def flush(self) -> None:
-        with session_scope(self.job_hooks.context.sessions) as session:
-            session.add_all(self._points)
+        points = self._points
+        in_transaction(self.job_hooks.context.sessions, lambda session: session.add_all(points))
         self._points = []
 
     def on_warning(self, message: str) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 from torch import nn
 
 from core.datasets import LabelledImages, read_labelled
@@ -31,11 +32,13 @@ from core.weights import (
 from service import logs as log_context
 from service.blobstore import BlobStoreError
 from service.db import session_scope
+from service.db_retry import in_transaction
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
-from worker.hooks import JobHooks, PhaseHooks, checkpoint_key
+from worker.hooks import JobHooks, PhaseHooks, SoftTimeLimitError, checkpoint_key
+from worker.lease import LeaseKeeper, LeaseLostError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,11 @@ def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
     return model
 
 
+def soft_time_limit(context: WorkerContext, job: Job) -> float:
+    """Past this many seconds of running, the job stops at its next checkpoint."""
+    return float(context.settings.job_soft_time_limit_seconds)
+
+
 def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[str, Any] | None:
     key = checkpoint_key(job_id)
     if not context.blobs.exists(key):
@@ -109,7 +117,7 @@ def _method_config(context: WorkerContext, job: Job, teacher: Teacher, device: s
     return config
 
 
-def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
+def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeeper) -> None:
     device = context.device
     teacher_model = _load_teacher(context, teacher)
     student_model = build(job.student_architecture, **job.student_kwargs)
@@ -124,14 +132,13 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
     )
     checkpoint = _load_checkpoint(context, job.id, device)
     if checkpoint is not None:
-        with session_scope(context.sessions) as session:
-            drop_metrics_after(session, job.id, int(checkpoint["step"]))
-            add_event(
-                session,
-                job.id,
-                "info",
-                f"resuming from the checkpoint at step {checkpoint['step']}",
-            )
+        step = int(checkpoint["step"])
+
+        def resume(session: Session) -> None:
+            drop_metrics_after(session, job.id, step)
+            add_event(session, job.id, "info", f"resuming from the checkpoint at step {step}")
+
+        in_transaction(context.sessions, resume)
     hooks = JobHooks(
         context,
         job.id,
@@ -139,6 +146,8 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher) -> None:
         sample_every=job.sample_every,
         input_mean=teacher.input_mean,
         input_std=teacher.input_std,
+        lease=lease,
+        soft_time_limit_seconds=soft_time_limit(context, job),
     )
     result = METHODS[job.method].distill(
         task, _method_config(context, job, teacher, device), hooks, resume_from=checkpoint
@@ -263,43 +272,63 @@ def run_job(job_id: str, context: WorkerContext) -> None:
 
 def _run_claimed(job_id: str, context: WorkerContext) -> None:
     settings = context.settings
-    with session_scope(context.sessions) as session:
+
+    def claim(session: Session) -> tuple[Job, Teacher] | None:
         if not claim_job(session, job_id, settings.job_lease_seconds, settings.max_attempts):
             _fail_if_out_of_attempts(session, job_id, settings.max_attempts)
-            log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
-            return
+            return None
         job = session.get(Job, job_id)
         teacher = session.get(Teacher, job.teacher_id)
         add_event(session, job_id, "state", f"running (attempt {job.attempts}) on {context.device}")
+        return job, teacher
+
+    claimed = in_transaction(context.sessions, claim)
+    if claimed is None:
+        log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
+        return
+    job, teacher = claimed
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
 
     outcome: tuple[JobStatus, dict[str, Any], str]
-    try:
-        _distil(context, job, teacher)
-        outcome = (JobStatus.succeeded, {"student_key": student_key(job_id)}, "succeeded")
-    except CancelledError as stop:
-        outcome = (JobStatus.cancelled, {}, f"cancelled at step {stop.step}")
-    except DivergedError as error:
-        outcome = _failure("diverged", str(error))
-    except WeightsError as error:
-        outcome = _failure("teacher_invalid", str(error))
-    except JobFailure as error:
-        outcome = _failure(error.code, error.message)
-    except BlobStoreError as error:
-        outcome = _failure(
-            "storage_unavailable", f"{error}; the job can be resubmitted once storage is back"
-        )
-    except Exception as error:
-        log.exception("job %s crashed", job_id)
-        outcome = _failure("internal_error", f"{type(error).__name__}: {error}")
+    with LeaseKeeper(context, job_id, job.attempts) as lease:
+        try:
+            _distil(context, job, teacher, lease)
+            outcome = (JobStatus.succeeded, {"student_key": student_key(job_id)}, "succeeded")
+        except LeaseLostError:
+            log.warning("job %s: attempt %d lost its lease; leaving the job", job_id, job.attempts)
+            return
+        except CancelledError as stop:
+            outcome = (JobStatus.cancelled, {}, f"cancelled at step {stop.step}")
+        except SoftTimeLimitError as stop:
+            outcome = _failure(
+                "time_limit",
+                f"{stop}; its checkpoint at step {stop.step} is kept. Submit it again with a larger "
+                "soft_time_limit_seconds (or fewer iterations) to go further",
+            )
+        except DivergedError as error:
+            outcome = _failure("diverged", str(error))
+        except WeightsError as error:
+            outcome = _failure("teacher_invalid", str(error))
+        except JobFailure as error:
+            outcome = _failure(error.code, error.message)
+        except BlobStoreError as error:
+            outcome = _failure(
+                "storage_unavailable", f"{error}; the job can be resubmitted once storage is back"
+            )
+        except Exception as error:
+            log.exception("job %s crashed", job_id)
+            outcome = _failure("internal_error", f"{type(error).__name__}: {error}")
 
     status, values, message = outcome
-    with session_scope(context.sessions) as session:
-        ended = finish_job(session, job_id, status, **values)
+
+    def finish(session: Session) -> bool:
+        ended = finish_job(session, job_id, status, attempt=job.attempts, **values)
         if ended:
             add_event(session, job_id, "error" if status == JobStatus.failed else "state", message)
-    if ended:
+        return ended
+
+    if in_transaction(context.sessions, finish):
         deliver_job_webhook(context.sessions, job_id)
     log.info("job %s: %s", job_id, message)
 
