@@ -51,6 +51,9 @@ def _plain(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
@@ -67,8 +70,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return error_response(error.status_code, code, str(error.detail))
+        code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
+        message = str(error.detail)
+        if error.status_code == 400:  # the body could not be parsed at all (e.g. broken multipart)
+            message = f"the request body could not be parsed: {message}"
+        return error_response(error.status_code, code, message)
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -9,9 +9,11 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
+from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.observability import install_observability
 from api.routes import architectures, datasets, events, health, jobs, teachers
+from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
 from service.db import make_engine, make_session_factory
 from service.queue import JobQueue, make_job_queue
@@ -59,6 +61,8 @@ def create_app(
     app.state.blobs = blobs or make_blob_store(settings)
     app.state.queue = queue or make_job_queue(settings)
     install_error_handlers(app)
+    # inside the observability middleware, so a refused body is still counted and logged
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + UPLOAD_OVERHEAD)
     install_observability(app)
     for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)
