@@ -10,7 +10,9 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, application_name: str = "dfkd") -> Engine:
+    """`application_name` shows in PostgreSQL's pg_stat_activity: which process holds which
+    connection (the fault tests drop only the worker's)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -25,7 +27,13 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # pre_ping replaces connections the server dropped (restarts, idle timeouts).
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        connect_args={"application_name": application_name},
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

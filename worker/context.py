@@ -29,7 +29,9 @@ class WorkerContext:
 def make_context(settings: Settings) -> WorkerContext:
     return WorkerContext(
         settings=settings,
-        sessions=make_session_factory(make_engine(settings.resolved_database_url)),
+        sessions=make_session_factory(
+            make_engine(settings.resolved_database_url, application_name="dfkd-worker")
+        ),
         blobs=make_blob_store(settings),
     )
 
