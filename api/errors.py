@@ -78,6 +78,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {
+        "model": ErrorResponse,
+        "description": "Missing (where keys are required) or bad API key",
+    },
     404: {"model": ErrorResponse, "description": "Not found"},
     422: {"model": ErrorResponse, "description": "Invalid input; the message says what to change"},
+}
+UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The multipart body could not be parsed"},
+    413: {"model": ErrorResponse, "description": "The upload is larger than the size limit"},
 }

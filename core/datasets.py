@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy_format
 import torch
 import torch.nn.functional as F
 
@@ -80,18 +83,67 @@ def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
     return RawLabelledImages(images, labels.astype(np.int64))
 
 
-def read_labelled(source: Path | bytes) -> RawLabelledImages:
-    """An npz (no pickles) or safetensors file holding `images` and `labels`."""
+NPZ_ARRAYS = ("images", "labels")
+
+
+def _check_npz_members(data: bytes, max_array_bytes: int | None) -> None:
+    """Read each array's .npy header (a few bytes, no data) and refuse, before numpy allocates
+    anything, arrays whose declared size is not what the archive holds or is past the limit."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            total = 0
+            for name in NPZ_ARRAYS:
+                member = f"{name}.npy"
+                if member not in archive.namelist():
+                    continue
+                info = archive.getinfo(member)
+                with archive.open(info) as handle:
+                    version = npy_format.read_magic(handle)
+                    if version == (1, 0):
+                        shape, _, dtype = npy_format.read_array_header_1_0(handle)
+                    else:
+                        shape, _, dtype = npy_format.read_array_header_2_0(handle)
+                    header_size = handle.tell()
+                if dtype.hasobject:
+                    raise DatasetFormatError(
+                        f"unreadable npz: array {name!r} holds Python objects, stored as a pickle; "
+                        "pickles are never loaded: save plain numeric arrays (uint8 or float images, "
+                        "integer labels)"
+                    )
+                declared = math.prod(shape) * dtype.itemsize
+                if declared != info.file_size - header_size:
+                    raise DatasetFormatError(
+                        f"array {name!r} declares shape {list(shape)} of {dtype} ({declared} bytes) but "
+                        f"the archive holds {info.file_size - header_size} bytes for it"
+                    )
+                total += declared
+            if max_array_bytes is not None and total > max_array_bytes:
+                raise DatasetFormatError(
+                    f"the arrays unpack to {total} bytes (limit {max_array_bytes}); "
+                    "upload a smaller set"
+                )
+    except DatasetFormatError:
+        raise
+    except (
+        Exception
+    ) as error:  # a damaged archive or .npy header fails in many ways (zlib, tokenize)
+        raise DatasetFormatError(f"unreadable npz ({type(error).__name__}: {error})") from None
+
+
+def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> RawLabelledImages:
+    """An npz (no pickles) or safetensors file holding `images` and `labels`. With
+    `max_array_bytes`, an npz whose arrays unpack past it (a zip bomb) is refused unread."""
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     if data[:4] == b"PK\x03\x04":
+        _check_npz_members(data, max_array_bytes)
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-                arrays = {
-                    name: archive[name] for name in ("images", "labels") if name in archive.files
-                }
+                arrays = {name: archive[name] for name in NPZ_ARRAYS if name in archive.files}
                 present = archive.files
-        except ValueError as error:  # object arrays need pickle, which is refused
-            raise DatasetFormatError(f"unreadable npz ({error})") from None
+        except (
+            Exception
+        ) as error:  # object arrays need pickle (refused); damaged data fails to inflate
+            raise DatasetFormatError(f"unreadable npz ({type(error).__name__}: {error})") from None
     else:
         try:
             from safetensors.numpy import load

@@ -22,9 +22,10 @@ class StateDictMismatch:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     wrong_shape: list[str] = field(default_factory=list)
+    wrong_dtype: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.missing or self.unexpected or self.wrong_shape)
+        return bool(self.missing or self.unexpected or self.wrong_shape or self.wrong_dtype)
 
     def describe(self, limit: int = 10) -> str:
         parts = []
@@ -32,6 +33,7 @@ class StateDictMismatch:
             ("missing tensors", self.missing),
             ("unexpected tensors", self.unexpected),
             ("tensors of the wrong shape", self.wrong_shape),
+            ("tensors of the wrong kind of dtype", self.wrong_dtype),
         ):
             if names:
                 more = f" and {len(names) - limit} more" if len(names) > limit else ""
@@ -129,7 +131,17 @@ def compare_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> St
             mismatch.wrong_shape.append(
                 f"{name} (expected {list(expected[name].shape)}, got {list(weights[name].shape)})"
             )
+        if expected[name].is_floating_point() != weights[name].is_floating_point():
+            # float16/bfloat16/float64 weights convert losslessly enough; integer or bool ones are
+            # not weights of this network (and would silently become whole numbers)
+            mismatch.wrong_dtype.append(
+                f"{name} (expected {_kind(expected[name])}, got {weights[name].dtype})"
+            )
     return mismatch
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    return "a floating-point dtype" if tensor.is_floating_point() else f"{tensor.dtype}"
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
-from api.errors import ERROR_RESPONSES, ApiError
+from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES, ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
@@ -35,7 +35,7 @@ def to_public(dataset: Dataset) -> DatasetPublic:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Upload a labelled image set for evaluation or few-shot fine-tuning",
-    responses={413: ERROR_RESPONSES[422] | {"description": "File too large"}},
+    responses=UPLOAD_RESPONSES,
 )
 def upload_dataset(
     request: Request,
@@ -61,7 +61,7 @@ def upload_dataset(
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
         try:
-            data = read_labelled(upload.path)
+            data = read_labelled(upload.path, 4 * settings.max_upload_bytes)
         except DatasetFormatError as error:
             raise ApiError(422, "invalid_dataset", str(error)) from None
         dataset = Dataset(

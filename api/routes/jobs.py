@@ -21,6 +21,7 @@ from api.deps import (
 )
 from api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from api.job_specs import JobCreate, JobSpec
+from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import (
     JobError,
@@ -36,7 +37,7 @@ from api.schemas import (
     as_utc,
 )
 from core.methods import METHODS
-from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
+from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from service.blobstore import BlobNotFoundError
 from service.idempotency import commit_once, request_fingerprint
 from service.job_state import add_event, request_cancel
@@ -104,7 +105,7 @@ def to_public(job: Job, request: Request) -> JobPublic:
     )
 
 
-def _validate_student(body: JobSpec, teacher: Teacher) -> dict[str, Any]:
+def _validate_student(body: JobSpec, teacher: Teacher, max_parameters: int) -> dict[str, Any]:
     try:
         spec = get_spec(body.student.architecture)
     except UnknownArchitectureError as error:
@@ -117,7 +118,7 @@ def _validate_student(body: JobSpec, teacher: Teacher) -> dict[str, Any]:
     }
     try:
         kwargs = spec.resolve_kwargs(**{**inherited, **body.student.kwargs})
-        build(spec.name, **kwargs)
+        refuse_oversized_model(spec.name, kwargs, max_parameters)
     except ArchitectureArgumentError as error:
         raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
     if list(spec.input_shape(**kwargs)) != list(teacher.input_shape):
@@ -198,7 +199,7 @@ def create_job(
             "teacher_not_found",
             f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
         )
-    student_kwargs = _validate_student(body, teacher)
+    student_kwargs = _validate_student(body, teacher, settings.max_upload_bytes)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
     if body.method == "lopes" and teacher.metadata_key is None:
@@ -480,7 +481,16 @@ def get_sample(
     return _stream_blob(blobs, key, "image/png")
 
 
-@router.get("/{job_id}/report", summary="The evaluation report (needs an evaluation dataset)")
+@router.get(
+    "/{job_id}/report",
+    summary="The evaluation report (needs an evaluation dataset)",
+    responses={
+        409: {
+            "model": ErrorResponse,
+            "description": "no report: the job has no evaluation dataset or has not succeeded",
+        }
+    },
+)
 def get_report(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
     job = _job_or_404(session, job_id, tenant)
     if job.report is None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
@@ -8,7 +9,8 @@ from sqlalchemy import select
 from torch import nn
 
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
-from api.errors import ERROR_RESPONSES, ApiError
+from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES, ApiError
+from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
 from api.uploads import (
@@ -19,7 +21,12 @@ from api.uploads import (
     store_upload,
 )
 from core.metadata import MetadataError, check_teacher, load_metadata
-from core.models import ArchitectureArgumentError, UnknownArchitectureError, build, get_spec
+from core.models import (
+    ArchitectureArgumentError,
+    UnknownArchitectureError,
+    build,
+    get_spec,
+)
 from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
 from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
 from service.idempotency import commit_once, request_fingerprint
@@ -81,6 +88,8 @@ def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[
             "invalid_form_field",
             f"{field} needs {channels} value(s), one per input channel; got {len(numbers)}",
         )
+    if not all(math.isfinite(number) for number in numbers):
+        raise ApiError(422, "invalid_form_field", f"{field} values must be finite numbers")
     if positive and any(number <= 0 for number in numbers):
         raise ApiError(422, "invalid_form_field", f"{field} values must be positive")
     return numbers
@@ -90,7 +99,7 @@ def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Upload a teacher (safetensors weights of a registry architecture)",
-    responses={413: ERROR_RESPONSES[422] | {"description": "File too large"}},
+    responses=UPLOAD_RESPONSES,
 )
 def upload_teacher(
     request: Request,
@@ -163,6 +172,7 @@ def upload_teacher(
         try:
             spec = get_spec(architecture)
             kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
+            refuse_oversized_model(architecture, kwargs, settings.max_upload_bytes)
             model = build(architecture, **kwargs)
         except (UnknownArchitectureError, ArchitectureArgumentError) as error:
             raise ApiError(422, "invalid_architecture", str(error)) from None
@@ -296,7 +306,9 @@ def _attach_metadata(
 
 
 @router.put(
-    "/{teacher_id}/metadata", summary="Attach or replace the teacher's activation record (lopes)"
+    "/{teacher_id}/metadata",
+    summary="Attach or replace the teacher's activation record (lopes)",
+    responses=UPLOAD_RESPONSES,
 )
 def put_metadata(
     teacher_id: str,
@@ -311,6 +323,13 @@ def put_metadata(
     teacher = owned(session, Teacher, teacher_id, tenant)
     if teacher is None:
         raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
+    if teacher.format != "safetensors":
+        raise ApiError(
+            422,
+            "invalid_metadata",
+            f"activation records need a registry architecture; teacher {teacher_id!r} is a "
+            f"{teacher.format} program",
+        )
     model = load_weights(
         build(teacher.architecture, **teacher.architecture_kwargs),
         read_state_dict(blobs.get_bytes(teacher.blob_key)),

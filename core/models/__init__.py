@@ -8,6 +8,7 @@ from core.models.registry import (
     build,
     get_spec,
     list_architectures,
+    planned_parameters,
     register_model,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "build",
     "get_spec",
     "list_architectures",
+    "planned_parameters",
     "register_model",
 ]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
@@ -104,7 +105,15 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     resolved = spec.resolve_kwargs(**kwargs)
     try:
         return spec.factory(**resolved)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:  # e.g. a negative size
         raise ArchitectureArgumentError(
             f"cannot build {name!r} with {resolved}: {error}"
         ) from error
+
+
+def planned_parameters(name: str, **kwargs: Any) -> int:
+    """Parameters and buffers `build(name, **kwargs)` would allocate, counted on the meta device
+    (no memory): lets a caller refuse a huge model before building it."""
+    with torch.device("meta"):
+        model = build(name, **kwargs)
+    return sum(tensor.numel() for tensor in model.state_dict().values())
