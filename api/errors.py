@@ -85,7 +85,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "Not found"},
     422: {"model": ErrorResponse, "description": "Invalid input; the message says what to change"},
 }
+MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The body could not be parsed (malformed_body)"},
+}
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The multipart body could not be parsed"},
+    **MALFORMED_BODY,
     413: {"model": ErrorResponse, "description": "The upload is larger than the size limit"},
 }

@@ -19,7 +19,7 @@ from api.deps import (
     owned,
     replay,
 )
-from api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from api.errors import ERROR_RESPONSES, MALFORMED_BODY, ApiError, ErrorResponse
 from api.job_specs import JobCreate, JobSpec
 from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
@@ -177,7 +177,12 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
         )
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, summary="Start a distillation job")
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a distillation job",
+    responses=MALFORMED_BODY,
+)
 def create_job(
     body: JobCreate,
     request: Request,
