@@ -130,40 +130,55 @@ def requeue_orphans(session: Session, before: datetime | None = None) -> list[st
     return ids
 
 
-def lapsed_leases(session: Session) -> list[tuple[str, int]]:
-    """(job id, attempts) of running jobs whose lease lapsed: their worker died without a word."""
+def lapsed_leases(session: Session) -> list[tuple[str, int, datetime | None]]:
+    """(job id, attempts, started at) of running jobs whose lease lapsed: their worker died
+    without a word, or was killed at the hard time limit."""
     rows = session.execute(
-        select(Job.id, Job.attempts).where(
+        select(Job.id, Job.attempts, Job.started_at).where(
             Job.status == JobStatus.running, Job.lease_expires_at < utcnow()
         )
     )
-    return [(job_id, attempts) for job_id, attempts in rows]
+    return [(job_id, attempts, started) for job_id, attempts, started in rows]
 
 
 def reap_lapsed(
-    session: Session, job_id: str, attempts: int, max_attempts: int
+    session: Session,
+    job_id: str,
+    attempts: int,
+    max_attempts: int,
+    started_at: datetime | None = None,
+    hard_limit_seconds: float | None = None,
 ) -> JobStatus | None:
-    """One conditional UPDATE: a lapsed job goes back to queued, or fails with
-    `too_many_attempts` once it used its attempts. Returns the new status, or None when another
-    reaper (or a late renewal) got there first, so only one reaper ever re-enqueues it."""
+    """One conditional UPDATE: a lapsed job goes back to queued; or fails with `time_limit` when
+    its attempt ran past the hard time limit (the pool killed it), or `too_many_attempts` once it
+    used its attempts. Returns the new status, or None when another reaper (or a late renewal)
+    got there first, so only one reaper ever re-enqueues it."""
     now = utcnow()
-    if attempts >= max_attempts:
+    if started_at is not None and started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=now.tzinfo)  # SQLite hands back naive UTC
+    ran = (now - started_at).total_seconds() if started_at is not None else 0.0
+    if hard_limit_seconds is not None and ran >= hard_limit_seconds:
+        code = "time_limit"
+        message = (
+            f"attempt {attempts} ran {ran:.0f}s, past the hard time limit of "
+            f"{hard_limit_seconds:.0f}s, and was killed; its last checkpoint is kept"
+        )
+    elif attempts >= max_attempts:
+        code = "too_many_attempts"
         message = (
             f"the job's worker stopped without finishing {attempts} times (its lease lapsed); "
             f"giving up after {max_attempts} attempts"
         )
-        status = JobStatus.failed
-        values: dict[str, Any] = {
-            "finished_at": now,
-            "error_code": "too_many_attempts",
-            "error_message": message,
-        }
     else:
+        code = None
         message = (
             f"requeued: the lease of attempt {attempts} lapsed (its worker stopped); "
             "the next attempt resumes from the last checkpoint"
         )
-        status, values = JobStatus.queued, {}
+    status = JobStatus.queued if code is None else JobStatus.failed
+    values: dict[str, Any] = {}
+    if code is not None:
+        values = {"finished_at": now, "error_code": code, "error_message": message}
     moved = session.execute(
         update(Job)
         .where(
@@ -177,5 +192,5 @@ def reap_lapsed(
     )
     if moved.rowcount != 1:
         return None
-    add_event(session, job_id, "error" if status == JobStatus.failed else "state", message)
+    add_event(session, job_id, "error" if code else "state", message)
     return status

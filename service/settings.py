@@ -63,7 +63,19 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, description="deliveries of one job before it fails for good")
     checkpoint_every: int = Field(200, description="iterations between job checkpoints")
-    job_soft_time_limit_seconds: int = Field(7 * 24 * 3600, description="Celery soft limit per job")
+    job_soft_time_limit_seconds: float = Field(
+        7 * 24 * 3600,
+        gt=0,
+        description="per attempt: past it a job stops at its next checkpoint and fails with "
+        "error.code time_limit (the checkpoint is kept)",
+    )
+    job_hard_time_limit_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="per attempt: past it Celery kills the job's process and the job fails with "
+        "time_limit; unset means the soft limit plus an hour (the embedded runner cannot kill a "
+        "thread: it enforces the soft limit only)",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -74,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def lease_renew_interval(self) -> float:
         return self.lease_renew_seconds or self.job_lease_seconds / 3
+
+    @property
+    def hard_time_limit(self) -> float:
+        return self.job_hard_time_limit_seconds or self.job_soft_time_limit_seconds + 3600
 
     @property
     def uses_embedded_runner(self) -> bool:

@@ -303,8 +303,9 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
         except SoftTimeLimitError as stop:
             outcome = _failure(
                 "time_limit",
-                f"{stop}; its checkpoint at step {stop.step} is kept. Submit it again with a larger "
-                "soft_time_limit_seconds (or fewer iterations) to go further",
+                f"{stop}; its checkpoint at step {stop.step} is kept. The limit is the service's "
+                "DFKD_JOB_SOFT_TIME_LIMIT_SECONDS (per attempt): submit fewer iterations, or ask "
+                "the operator for a longer limit",
             )
         except DivergedError as error:
             outcome = _failure("diverged", str(error))

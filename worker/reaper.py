@@ -31,9 +31,17 @@ def reap_once(context: WorkerContext, enqueue: Callable[[str], None]) -> list[st
     with session_scope(context.sessions) as session:
         lapsed = lapsed_leases(session)
     moved: list[str] = []
-    for job_id, attempts in lapsed:
+    settings = context.settings
+    for job_id, attempts, started_at in lapsed:
         with session_scope(context.sessions) as session:
-            status = reap_lapsed(session, job_id, attempts, context.settings.max_attempts)
+            status = reap_lapsed(
+                session,
+                job_id,
+                attempts,
+                settings.max_attempts,
+                started_at=started_at,
+                hard_limit_seconds=settings.hard_time_limit,
+            )
             if status == JobStatus.queued:
                 enqueue(job_id)
         if status is None:
