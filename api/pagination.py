@@ -68,9 +68,24 @@ def created_range(
         datetime | None, Query(description="only objects created before (ISO 8601)")
     ] = None,
 ) -> CreatedRange:
-    if created_after and created_before and _utc(created_after) >= _utc(created_before):
+    after = _utc_or_422(created_after, "created_after")
+    before = _utc_or_422(created_before, "created_before")
+    if after and before and after >= before:
         raise ApiError(422, "invalid_range", "created_after must be earlier than created_before")
-    return CreatedRange(created_after, created_before)
+    return CreatedRange(after, before)
+
+
+def _utc_or_422(moment: datetime | None, field: str) -> datetime | None:
+    """The moment in UTC; one that UTC cannot hold (year 1 at +05:00, year 9999 at -05:00) is
+    refused instead of overflowing."""
+    if moment is None:
+        return None
+    try:
+        return _utc(moment)
+    except OverflowError:
+        raise ApiError(
+            422, "invalid_range", f"{field} {moment.isoformat()} is outside the supported dates"
+        ) from None
 
 
 CreatedRangeDep = Annotated[CreatedRange, Depends(created_range)]

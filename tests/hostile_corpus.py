@@ -977,6 +977,24 @@ case("list/created-after-not-a-date")(
         "GET", f"{JOBS}?created_after=yesterday", 422, "validation_error", "created_after"
     )
 )
+case("list/created-after-overflows-utc")(
+    lambda _: Hostile(
+        "GET",
+        f"{TEACHERS}?created_after=0001-01-01T00:00:00%2B05:00",
+        422,
+        "invalid_range",
+        "outside the supported dates",
+    )
+)
+case("list/created-before-overflows-utc")(
+    lambda _: Hostile(
+        "GET",
+        f"{JOBS}?created_before=9999-12-31T23:59:59-05:00",
+        422,
+        "invalid_range",
+        "outside the supported dates",
+    )
+)
 case("list/unknown-status")(
     lambda _: Hostile("GET", f"{JOBS}?status=dreaming", 422, "validation_error", "status")
 )
