@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.utilisation import FlopMeter, rss_bytes
+
 if TYPE_CHECKING:
     from core.metadata import Metadata
 
@@ -41,6 +43,9 @@ class Progress:
     total: int
     samples_per_second: float  # pseudo inputs drawn per second, over the last log interval
     elapsed_seconds: float
+    # matmul/conv FLOPs per second over the last log interval (None where the loop does not count)
+    flops_per_second: float | None = None
+    rss_bytes: int | None = None  # the process's resident memory at this log point
 
     @property
     def fraction(self) -> float:
@@ -125,10 +130,15 @@ def check_finite(step: int, values: dict[str, float]) -> None:
 
 
 class Throughput:
-    """Pseudo samples per second between two log points."""
+    """Pseudo samples and FLOPs per second between two log points.
 
-    def __init__(self, batch_size: int) -> None:
+    A loop wraps its training work in `with throughput.flops.measure():`; the first iteration is
+    counted (core.utilisation), and every later one is assumed to do the same work.
+    """
+
+    def __init__(self, batch_size: int, count_flops: bool = True) -> None:
         self.batch_size = batch_size
+        self.flops = FlopMeter(enabled=count_flops)
         self.started = time.perf_counter()
         self._last_time = self.started
         self._last_step = 0
@@ -140,9 +150,17 @@ class Throughput:
     def progress(self, step: int, total: int) -> Progress:
         now = time.perf_counter()
         elapsed = now - self._last_time
-        rate = (step - self._last_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
+        iterations_per_second = (step - self._last_step) / elapsed if elapsed > 0 else 0.0
         self._last_time, self._last_step = now, step
-        return Progress(step, total, rate, now - self.started)
+        flops = self.flops.per_iteration
+        return Progress(
+            step,
+            total,
+            iterations_per_second * self.batch_size,
+            now - self.started,
+            flops_per_second=None if flops is None else iterations_per_second * flops,
+            rss_bytes=rss_bytes(),
+        )
 
 
 def frozen(model: nn.Module) -> nn.Module:

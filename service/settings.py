@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, description="intra-op threads per job; unset means torch's default"
     )
+    compile_models: bool = Field(
+        False,
+        description="torch.compile the training passes of zskt and dfad jobs: a compile of a "
+        "minute or so at the start of each job, for faster iterations (measure with bench/speed.py)",
+    )
     runner_threads: int = Field(1, description="concurrent jobs in the embedded runner")
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
     job_lease_seconds: float = Field(
@@ -84,12 +89,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'dfkd.sqlite3').resolve()}"
 
     @property
-    def lease_renew_interval(self) -> float:
-        return self.lease_renew_seconds or self.job_lease_seconds / 3
-
-    @property
     def hard_time_limit(self) -> float:
         return self.job_hard_time_limit_seconds or self.job_soft_time_limit_seconds + 3600
+
+    @property
+    def lease_renew_interval(self) -> float:
+        return self.lease_renew_seconds or self.job_lease_seconds / 3
 
     @property
     def uses_embedded_runner(self) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from torch import nn
 
+from core.acceleration import Acceleration
 from core.datasets import LabelledImages, read_labelled
 from core.export import check_onnx, onnx_bytes, torchscript_bytes
 from core.metadata import Metadata, MetadataError, load_metadata
@@ -150,7 +151,11 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
         soft_time_limit_seconds=soft_time_limit(context, job),
     )
     result = METHODS[job.method].distill(
-        task, _method_config(context, job, teacher, device), hooks, resume_from=checkpoint
+        task,
+        _method_config(context, job, teacher, device),
+        hooks,
+        resume_from=checkpoint,
+        acceleration=Acceleration(compile=context.settings.compile_models),
     )
     hooks.flush()
     student = result.student

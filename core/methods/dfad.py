@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.acceleration import Acceleration
 from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples, generator_for
@@ -140,7 +141,10 @@ def _milestones(iterations: int, fractions: tuple[float, ...]) -> list[int]:
 
 
 def _build_state(
-    config: DFADConfig, task: DistillationTask, device: torch.device
+    config: DFADConfig,
+    task: DistillationTask,
+    device: torch.device,
+    optimizer_options: dict[str, Any] | None = None,
 ) -> AdversarialState:
     assert config.generator is not None and config.z_dim is not None
     assert config.lr_student is not None and config.weight_decay is not None
@@ -148,12 +152,16 @@ def _build_state(
     generator = build_dfad_generator(
         config.generator, config.z_dim, task.input_shape, config.generator_width
     ).to(device)
-    optimizer_generator = torch.optim.Adam(generator.parameters(), lr=config.lr_generator)
+    options = optimizer_options or {}
+    optimizer_generator = torch.optim.Adam(
+        generator.parameters(), lr=config.lr_generator, **options
+    )
     optimizer_student = torch.optim.SGD(
         task.student.parameters(),
         lr=config.lr_student,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
+        **options,
     )
     milestones = _milestones(config.iterations, tuple(config.lr_milestones))
     return AdversarialState(
@@ -181,52 +189,63 @@ def distill(
     config: DFADConfig,
     hooks: TrainingHooks | None = None,
     resume_from: dict[str, Any] | None = None,
+    acceleration: Acceleration | None = None,
 ) -> DistillationResult:
     """Run DFAD on `task`; the student is trained in place and returned in the result."""
     hooks = hooks or TrainingHooks()
     config = config.effective(task.num_classes, task.input_shape)
     assert config.z_dim is not None
     device = torch.device(config.device)
+    speed = (acceleration or Acceleration()).resolved(device)
+    speed.prepare(device)
     seed_everything(config.seed)
     teacher = frozen(task.teacher.to(device))
     student = task.student.to(device).train()
 
-    state = _build_state(config, task, device)
+    state = _build_state(config, task, device, speed.optimizer_options())
     generator = state.generator.train()
     start = state.restore(resume_from, task.student) if resume_from else 0
+    # the training passes go through these; the modules themselves are what is tapped and saved
+    run_teacher, run_student, run_generator = (
+        speed.forward_of(module, device) for module in (teacher, student, generator)
+    )
 
     # every student and generator step draws a fresh batch: that many pseudo inputs per iteration
     # fresh pseudo batches for the metrics come from their own stream: logging never moves training
     fresh_draws = torch.Generator(device=device).manual_seed(config.seed + 1)
-    throughput = Throughput(config.batch_size * (config.student_steps + config.generator_steps))
+    throughput = Throughput(
+        config.batch_size * (config.student_steps + config.generator_steps),
+        count_flops=not speed.compile,
+    )
     throughput.reset(start)
     metrics: dict[str, float] = {}
     step = start
     for step in range(start + 1, config.iterations + 1):
-        # --- student: imitate the teacher's logits on samples the generator cannot change
-        discrepancies = []
-        for _ in range(config.student_steps):
-            z = torch.randn(config.batch_size, config.z_dim, device=device)
-            with torch.no_grad():
-                pseudo = generator(z)
-                teacher_logits = teacher(pseudo)
-            student_logits = student(pseudo)
-            loss_student = l1_discrepancy(student_logits, teacher_logits)
-            state.optimizer_student.zero_grad(set_to_none=True)
-            loss_student.backward()
-            state.optimizer_student.step()
-            discrepancies.append(loss_student.detach())
+        with throughput.flops.measure():
+            # --- student: imitate the teacher's logits on samples the generator cannot change
+            discrepancies = []
+            for _ in range(config.student_steps):
+                z = torch.randn(config.batch_size, config.z_dim, device=device)
+                with torch.no_grad():
+                    pseudo = run_generator(z)
+                    teacher_logits = run_teacher(pseudo)
+                student_logits = run_student(pseudo)
+                loss_student = l1_discrepancy(student_logits, teacher_logits)
+                state.optimizer_student.zero_grad(set_to_none=True)
+                loss_student.backward()
+                state.optimizer_student.step()
+                discrepancies.append(loss_student.detach())
 
-        # --- generator: seek inputs where the logits disagree most; the student stays fixed
-        student.requires_grad_(False)
-        for _ in range(config.generator_steps):
-            z = torch.randn(config.batch_size, config.z_dim, device=device)
-            pseudo = generator(z)
-            loss_generator = -l1_discrepancy(student(pseudo), teacher(pseudo))
-            state.optimizer_generator.zero_grad(set_to_none=True)
-            loss_generator.backward()
-            state.optimizer_generator.step()
-        student.requires_grad_(True)
+            # --- generator: seek inputs where the logits disagree most; the student stays fixed
+            student.requires_grad_(False)
+            for _ in range(config.generator_steps):
+                z = torch.randn(config.batch_size, config.z_dim, device=device)
+                pseudo = run_generator(z)
+                loss_generator = -l1_discrepancy(run_student(pseudo), run_teacher(pseudo))
+                state.optimizer_generator.zero_grad(set_to_none=True)
+                loss_generator.backward()
+                state.optimizer_generator.step()
+            student.requires_grad_(True)
 
         state.scheduler_generator.step()
         state.scheduler_student.step()

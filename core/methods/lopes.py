@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.acceleration import Acceleration
 from core.losses import agreement, kl_divergence
 from core.metadata import Metadata, MetadataError, check_teacher, reading_units
 from core.metadata.reconstruction import (
@@ -162,10 +163,13 @@ def distill(
     config: LopesConfig,
     hooks: TrainingHooks | None = None,
     resume_from: dict[str, Any] | None = None,
+    acceleration: Acceleration | None = None,
 ) -> DistillationResult:
     hooks = hooks or TrainingHooks()
     config = config.effective(task.num_classes)
     device = torch.device(config.device)
+    speed = (acceleration or Acceleration()).resolved(device)
+    speed.prepare(device)
     seed_everything(config.seed)
     teacher = frozen(task.teacher.to(device))
     student = task.student.to(device).train()
@@ -197,7 +201,9 @@ def distill(
     state = _State(
         images=[],
         classes=[],
-        optimizer_student=torch.optim.Adam(student.parameters(), lr=config.lr_student),
+        optimizer_student=torch.optim.Adam(
+            student.parameters(), lr=config.lr_student, **speed.optimizer_options()
+        ),
     )
     start = _restore(resume_from, task, state) if resume_from else 0
     reconstruction_total = config.reconstruction_total()

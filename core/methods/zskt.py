@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from core.acceleration import Acceleration
 from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples
@@ -76,7 +77,10 @@ class ZSKTConfig:
 
 
 def _build_state(
-    config: ZSKTConfig, task: DistillationTask, device: torch.device
+    config: ZSKTConfig,
+    task: DistillationTask,
+    device: torch.device,
+    optimizer_options: dict[str, Any] | None = None,
 ) -> AdversarialState:
     channels, size, _ = task.input_shape
     generator = build_generator(
@@ -86,8 +90,11 @@ def _build_state(
         image_size=size,
         width=config.generator_width,
     ).to(device)
-    optimizer_generator = torch.optim.Adam(generator.parameters(), lr=config.lr_generator)
-    optimizer_student = torch.optim.Adam(task.student.parameters(), lr=config.lr_student)
+    options = optimizer_options or {}
+    optimizer_generator = torch.optim.Adam(
+        generator.parameters(), lr=config.lr_generator, **options
+    )
+    optimizer_student = torch.optim.Adam(task.student.parameters(), lr=config.lr_student, **options)
     return AdversarialState(
         generator=generator,
         optimizer_generator=optimizer_generator,
@@ -116,10 +123,13 @@ def distill(
     config: ZSKTConfig,
     hooks: TrainingHooks | None = None,
     resume_from: dict[str, Any] | None = None,
+    acceleration: Acceleration | None = None,
 ) -> DistillationResult:
     hooks = hooks or TrainingHooks()
     config = config.effective(task.num_classes)
     device = torch.device(config.device)
+    speed = (acceleration or Acceleration()).resolved(device)
+    speed.prepare(device)
     seed_everything(config.seed)
     teacher = frozen(task.teacher.to(device))
     student = task.student.to(device).train()
@@ -139,51 +149,59 @@ def distill(
         warnings.append(warning)
         hooks.on_warning(warning)
 
-    state = _build_state(config, task, device)
+    state = _build_state(config, task, device, speed.optimizer_options())
     generator = state.generator.train()
     start = state.restore(resume_from, task.student) if resume_from else 0
+    # the training passes go through these; the modules themselves are what is tapped and saved
+    run_teacher, run_student, run_generator = (
+        speed.forward_of(module, device) for module in (teacher, student, generator)
+    )
 
     # fresh pseudo batches for the metrics come from their own stream: logging never moves training
     fresh_draws = torch.Generator(device=device).manual_seed(config.seed + 1)
-    throughput = Throughput(config.batch_size)
+    throughput = Throughput(config.batch_size, count_flops=not speed.compile)
     throughput.reset(start)
     metrics: dict[str, float] = {}
+    loss_generator = torch.zeros(())  # stays 0 when the job asks for no generator steps
     step = start
     try:
         for step in range(start + 1, config.iterations + 1):
-            z = torch.randn(config.batch_size, config.z_dim, device=device)
+            with throughput.flops.measure():
+                z = torch.randn(config.batch_size, config.z_dim, device=device)
 
-            # --- generator: seek inputs where the student disagrees with the teacher
-            student.requires_grad_(False)
-            for _ in range(config.generator_steps):
-                pseudo = generator(z)
-                loss_generator = -kl_divergence(
-                    teacher(pseudo), student(pseudo), config.temperature
-                )
-                state.optimizer_generator.zero_grad(set_to_none=True)
-                loss_generator.backward()
-                clip_and_step(state.optimizer_generator, generator.parameters, config.grad_clip)
-            student.requires_grad_(True)
+                # --- generator: seek inputs where the student disagrees with the teacher
+                student.requires_grad_(False)
+                for _ in range(config.generator_steps):
+                    pseudo = run_generator(z)
+                    loss_generator = -kl_divergence(
+                        run_teacher(pseudo), run_student(pseudo), config.temperature
+                    )
+                    state.optimizer_generator.zero_grad(set_to_none=True)
+                    loss_generator.backward()
+                    clip_and_step(state.optimizer_generator, generator.parameters, config.grad_clip)
+                student.requires_grad_(True)
 
-            # --- student: match the teacher on this batch; teacher outputs computed once
-            with torch.no_grad():
-                pseudo = generator(z)
-                teacher_logits = teacher(pseudo)
-                teacher_activations = (
-                    [a.detach() for a in teacher_taps.activations] if teacher_taps.active else []
-                )
-            for _ in range(config.student_steps):
-                student_logits = student(pseudo)
-                loss_kl = kl_divergence(teacher_logits, student_logits, config.temperature)
-                loss_attention = (
-                    attention_loss(teacher_activations, student_taps.activations)
-                    if teacher_taps.active
-                    else loss_kl.new_zeros(())
-                )
-                loss_student = loss_kl + config.beta * loss_attention
-                state.optimizer_student.zero_grad(set_to_none=True)
-                loss_student.backward()
-                clip_and_step(state.optimizer_student, student.parameters, config.grad_clip)
+                # --- student: match the teacher on this batch; teacher outputs computed once
+                with torch.no_grad():
+                    pseudo = run_generator(z)
+                    teacher_logits = run_teacher(pseudo)
+                    teacher_activations = (
+                        [a.detach() for a in teacher_taps.activations]
+                        if teacher_taps.active
+                        else []
+                    )
+                for _ in range(config.student_steps):
+                    student_logits = run_student(pseudo)
+                    loss_kl = kl_divergence(teacher_logits, student_logits, config.temperature)
+                    loss_attention = (
+                        attention_loss(teacher_activations, student_taps.activations)
+                        if teacher_taps.active
+                        else loss_kl.new_zeros(())
+                    )
+                    loss_student = loss_kl + config.beta * loss_attention
+                    state.optimizer_student.zero_grad(set_to_none=True)
+                    loss_student.backward()
+                    clip_and_step(state.optimizer_student, student.parameters, config.grad_clip)
 
             state.scheduler_generator.step()
             state.scheduler_student.step()

@@ -1,0 +1,82 @@
+"""FLOP counting, the measured peak, memory readings, and levers that must not change the math."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from core.acceleration import Acceleration
+from core.methods import zskt
+from core.models import build, get_spec
+from core.training import DistillationTask, Progress, TrainingHooks
+from core.utilisation import FlopMeter, peak_flops, peak_rss_bytes, rss_bytes
+
+
+def test_a_linear_layer_counts_two_flops_per_multiply_add_forward_and_backward() -> None:
+    layer = nn.Linear(64, 32, bias=False)
+    inputs = torch.randn(16, 64, requires_grad=True)
+    meter = FlopMeter()
+    with meter.measure():
+        layer(inputs).sum().backward()
+    forward = 2 * 16 * 64 * 32
+    assert meter.per_iteration == 3 * forward  # forward, grad of the input, grad of the weight
+
+
+def test_the_meter_counts_once_and_can_be_switched_off() -> None:
+    meter = FlopMeter()
+    with meter.measure():
+        torch.mm(torch.randn(8, 8), torch.randn(8, 8))
+    with meter.measure():
+        torch.mm(torch.randn(64, 64), torch.randn(64, 64))
+    assert meter.per_iteration == 2 * 8**3
+    off = FlopMeter(enabled=False)
+    with off.measure():
+        torch.mm(torch.randn(8, 8), torch.randn(8, 8))
+    assert off.per_iteration is None
+
+
+def test_peak_and_memory_readings_are_plausible() -> None:
+    assert 1e8 < peak_flops("cpu", size=256, seconds=0.05) < 1e14
+    assert 10 * 2**20 < rss_bytes() <= peak_rss_bytes() * 1.01 + 2**20
+
+
+class Recorder(TrainingHooks):
+    def __init__(self) -> None:
+        self.progress: list[Progress] = []
+
+    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        self.progress.append(progress)
+
+
+def lenet_task() -> DistillationTask:
+    torch.manual_seed(0)
+    return DistillationTask(
+        build("lenet5"),
+        build("lenet5_half"),
+        (1, 32, 32),
+        10,
+        get_spec("lenet5").taps,
+        get_spec("lenet5_half").taps,
+    )
+
+
+def test_zskt_reports_flops_and_memory_in_its_progress() -> None:
+    hooks = Recorder()
+    zskt.distill(lenet_task(), zskt.ZSKTConfig(iterations=4, batch_size=16, log_every=2), hooks)
+    last = hooks.progress[-1]
+    assert last.flops_per_second is not None and last.flops_per_second > 0
+    assert last.rss_bytes is not None and last.rss_bytes > 0
+
+
+@pytest.mark.parametrize(
+    "lever",
+    [Acceleration(fused_optimizers=False), Acceleration(channels_last=True)],
+    ids=["unfused optimisers", "channels_last"],
+)
+def test_levers_leave_the_math_alone(lever: Acceleration) -> None:
+    config = zskt.ZSKTConfig(iterations=3, batch_size=16, student_steps=3, log_every=100)
+    baseline = zskt.distill(lenet_task(), config).student.state_dict()
+    changed = zskt.distill(lenet_task(), config, acceleration=lever).student.state_dict()
+    for name, tensor in baseline.items():
+        torch.testing.assert_close(changed[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
