@@ -99,6 +99,17 @@ class Progress(BaseModel):
     fraction: float
     samples_per_second: float | None = Field(description="pseudo inputs drawn per second")
     eta_seconds: float | None
+    flops_per_second: float | None = Field(
+        None,
+        description="matmul/conv FLOPs the loop performs per second (counted on its first iteration)",
+    )
+    utilisation: float | None = Field(
+        None,
+        description="flops_per_second over the device's float32 matmul peak, measured on the worker",
+    )
+    peak_rss_bytes: int | None = Field(
+        None, description="the largest resident memory of the job's process seen so far"
+    )
 
 
 class JobError(BaseModel):

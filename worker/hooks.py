@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.images import sample_grid
 from core.training import Progress, TrainingHooks
+from core.utilisation import peak_flops
 from service.db_retry import in_transaction
 from service.job_state import add_event, cancel_requested, renew_lease
 from service.models import JobArtifact, MetricPoint
@@ -68,8 +69,10 @@ class JobHooks(TrainingHooks):
         self._progress: dict[str, Any] = {}
         self._last_flush = 0.0
         self._last_cancel_check = time.monotonic()
+        self._peak_rss_bytes = 0
 
     def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        metrics = {**metrics, **self._performance(progress)}
         self._points.extend((name, step, value) for name, value in metrics.items())
         self._progress = {
             "progress_step": step,
@@ -82,6 +85,18 @@ class JobHooks(TrainingHooks):
             or step == progress.total
         ):
             self.flush()
+
+    def _performance(self, progress: Progress) -> dict[str, float]:
+        """Achieved FLOP/s against this device's measured matmul peak, and resident memory."""
+        values: dict[str, float] = {}
+        if progress.flops_per_second is not None:
+            values["flops_per_second"] = progress.flops_per_second
+            values["utilisation"] = progress.flops_per_second / peak_flops(self.context.device)
+        if progress.rss_bytes is not None:
+            self._peak_rss_bytes = max(self._peak_rss_bytes, progress.rss_bytes)
+            values["rss_bytes"] = float(progress.rss_bytes)
+            values["peak_rss_bytes"] = float(self._peak_rss_bytes)
+        return values
 
     def flush(self) -> None:
         if not self._points and not self._progress:
