@@ -69,6 +69,10 @@ def distil_over_http(
             and final["progress"]["fraction"] == 1.0
         )
         assert client.get("/v1/jobs").json()["items"][0]["id"] == job_id
+        # utilisation against the worker's measured peak, and the job's memory, are reported
+        assert 0 < final["progress"]["utilisation"] < 1, final["progress"]
+        assert final["progress"]["flops_per_second"] > 0
+        assert final["progress"]["peak_rss_bytes"] > 50 * 2**20
 
         series = client.get(f"/v1/jobs/{job_id}/metrics", params={"name": "kl"}).json()["items"]
         assert [point["step"] for point in series] == list(range(10, JOB["iterations"] + 1, 10))
