@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
@@ -21,6 +22,9 @@ from service.blobstore import LocalBlobStore
 from service.settings import Settings
 from worker.context import make_context
 from worker.job import run_job
+
+# finite but generous: a loaded 2-core machine also trains the session's teacher first
+pytestmark = pytest.mark.timeout(1200)
 
 STOP_AT_WRITE = 2  # the first checkpoint exists when the second one is cut in half
 

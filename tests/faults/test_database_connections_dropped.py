@@ -6,7 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.deployment import JOB, Deployment, elapsed, expected_steps
+
+# finite but generous: a loaded 2-core machine also trains the session's teacher first
+pytestmark = pytest.mark.timeout(1200)
 
 
 def test_terminated_database_connections_cost_the_job_nothing(

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from service.celery_app import make_celery
 from service.queue import RUN_JOB_TASK
 from service.settings import Settings
 from tests.faults.deployment import JOB, Deployment, expected_steps
+
+# finite but generous: a loaded 2-core machine also trains the session's teacher first
+pytestmark = pytest.mark.timeout(1200)
 
 
 def test_a_job_sent_twice_runs_once_with_one_set_of_metrics(

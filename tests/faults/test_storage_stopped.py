@@ -6,7 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.faults.deployment import JOB, Deployment, elapsed
+
+# finite but generous: a loaded 2-core machine also trains the session's teacher first
+pytestmark = pytest.mark.timeout(1200)
 
 
 def test_s3_stopped_mid_job_fails_it_clearly_and_serves_nothing_half_written(

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from core.datasets import LabelledImages
@@ -14,6 +15,9 @@ from core.evaluation import accuracy
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from tests.faults.deployment import JOB, Deployment, elapsed, expected_steps
+
+# finite but generous: a loaded 2-core machine also trains the session's teacher first
+pytestmark = pytest.mark.timeout(1200)
 
 
 def student_of(deployment: Deployment, job_id: str) -> torch.nn.Module:
