@@ -121,7 +121,7 @@ def _nothing() -> Iterator[None]:
 
 
 def _job(client: httpx.Client, directory: Path, iterations: int) -> str:
-    """Upload a (random-weight) LeNet-5 and start a ZSKT job; wait until it runs (or ends)."""
+    """Upload a (random-weight) LeNet-5 and start a ZSKT job; wait until it trains (or ends)."""
     weights = directory / "teacher.safetensors"
     if not weights.exists():
         save_file(build("lenet5").state_dict(), str(weights))
@@ -144,13 +144,14 @@ def _job(client: httpx.Client, directory: Path, iterations: int) -> str:
     )
     job.raise_for_status()
     job_id = job.json()["id"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         current = client.get(f"/v1/jobs/{job_id}").json()
-        if current["progress"]["iteration"] > 0 or current["status"] not in {"queued", "running"}:
-            return job_id
+        ended = current["status"] not in {"queued", "running"}
+        if ended or (iterations > 1 and current["progress"]["iteration"] > 0):
+            return job_id  # a long job is training; a one-step job (idle variant) has ended
         time.sleep(0.5)
-    raise TimeoutError("the job never started")
+    raise TimeoutError(f"the job neither trained nor ended in 600 s: {current}")
 
 
 def load(url: str, rate: float, duration: float) -> dict:
