@@ -190,7 +190,9 @@ polled once a second. Rate = steps x batch / loop clock at the last step the ser
 before it ended (the core's own `Progress.elapsed_seconds` at the same step); the loop clock starts
 after setup, so teacher loading, student export and the API's request handling before the job are
 outside it. Wall = the whole `distill()` call (core) or the job's `started_at -> finished_at`
-(service: also teacher loading, ONNX/TorchScript export and checks).
+(service: also teacher loading, ONNX/TorchScript export and checks). The service's runner thread
+runs at nice +10 so the API comes first (worker/embedded.py): on a machine busy with other work it
+gets less CPU than the core run at nice 0, so compare on an otherwise idle machine.
 
 | run | path | at step | loop s | pseudo-samples/s | wall s |
 |---|---|---|---|---|---|
