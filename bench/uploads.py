@@ -9,8 +9,9 @@ safetensors weights reach the asked size (image_size 264, 3 channels: 251 M para
 written to a temporary folder in 16 MiB chunks and streamed from disk by httpx (never whole in
 this process's memory). Each store gets a fresh `dfkd serve`:
 - local: the embedded default's blob folder;
-- s3:    moto's S3 server (`moto_server`, its own process on loopback). moto keeps objects in its
-         own memory, so its RSS grows by the object's size; the API's does not depend on it.
+- s3:    moto's S3 server (`moto_server`, its own process on loopback). moto buffers what it
+         receives itself (large values spill to temporary files), so its RSS grows too; that is
+         moto's, listed separately, and not the API's.
 The API process's VmRSS is read from /proc before the upload and sampled every 0.1 s during it;
 growth = peak during the upload - RSS before. Target: under 50 MB for 1 GB.
 `--endpoints datasets` also measures POST /v1/datasets (a labelled-images safetensors file of the
@@ -198,8 +199,8 @@ A ~{megabytes} MB teacher: `hinton1200` with architecture_kwargs {json.dumps(kwa
 built on disk, streamed from disk by httpx). A fresh `dfkd serve` per row; its RSS is sampled every
 0.1 s. The upload includes the server's spooling to a temporary file with hashing, the weights
 check (strict state dict + one forward pass) and the copy to the store. The S3 server is moto
-(`moto_server`, its own process), which keeps objects in memory: its growth is moto's, not the
-API's. Target: API growth under 50 MB.
+(`moto_server`, its own process), which buffers uploads itself (large values spill to temporary
+files): its growth is moto's, not the API's. Target: API growth under 50 MB.
 
 | endpoint | store | GB | s | MB/s | API RSS peak growth MB | API RSS growth after MB | moto RSS growth MB |
 |---|---|---|---|---|---|---|---|
