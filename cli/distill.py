@@ -50,6 +50,14 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--mte-images", type=int, default=1000, help="0 skips MTE")
     parser.add_argument("--mte-steps", type=int, default=100)
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training passes (a compile at the start, faster steps after)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (torch's default if unset)"
+    )
     parser.add_argument("--out", type=Path, default=Path("student.safetensors"))
     parser.add_argument(
         "--metrics", type=Path, default=Path("metrics.jsonl"), help="one JSON line per log point"
@@ -128,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from core.acceleration import Acceleration
     from core.datasets import read_labelled
     from core.methods import METHODS, fewshot
     from core.models import get_spec
@@ -150,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit("--method lopes needs --metadata (made by `dfkd record-metadata`)")
         metadata = load_metadata(args.metadata)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     bar = tqdm(total=config.iterations, unit="it")
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     with args.metrics.open("w") as metrics_file:
@@ -178,7 +189,9 @@ def run(args: argparse.Namespace) -> int:
             get_spec(args.student_arch).taps,
             metadata=metadata,
         )
-        result = method.distill(task, config, BarHooks())
+        result = method.distill(
+            task, config, BarHooks(), acceleration=Acceleration(compile=args.compile)
+        )
         bar.close()
         trained = result.student
         if args.few_shot_data:
