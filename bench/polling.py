@@ -188,7 +188,7 @@ def measure(variant: str, duration: float, step_duration: float, directory: Path
             if not _held(result):
                 break
     held = [step["rate"] for step in steps if _held(step)]
-    return {"steady": steady, "saturation": steps, "max_sustained_rate": max(held, default=0)}
+    return {"steady": steady, "saturation": steps, "max_sustained_rate": int(max(held, default=0))}
 
 
 def _held(result: dict) -> bool:
