@@ -282,7 +282,20 @@ def merged(rows: list[Row], cache: Path) -> list[Row]:
     return combined
 
 
+LOPES_RECORDS = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
 HAND_WRITTEN = "## Reading the table"
+TABLE_SECTIONS = ("teacher", "zskt", "dfad", "MTE", "lopes")
+
+
+def table_order(row: Row) -> tuple[int, int, int]:
+    """Teachers, zskt, dfad, MTE, then Lopes by teacher and record."""
+    words = row.experiment.split()
+    section = TABLE_SECTIONS.index(words[0]) if words[0] in TABLE_SECTIONS else len(TABLE_SECTIONS)
+    if words[0] != "lopes":
+        return section, 0, 0
+    family = 0 if "Hinton" in row.experiment else 1
+    record = LOPES_RECORDS.index(words[1]) if words[1] in LOPES_RECORDS else len(LOPES_RECORDS)
+    return section, family, record
 
 
 def write_results(rows: list[Row], path: Path) -> None:
@@ -313,17 +326,15 @@ def write_results(rows: list[Row], path: Path) -> None:
         "| wall time (s) | load | notes | command |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in sorted(rows, key=table_order):
         ours = f"{row.ours:.3f}" if row.experiment.startswith("MTE") else percent(row.ours)
+        command = f"`{row.command}`" if row.command else "an earlier run (not recorded)"
         lines.append(
             f"| {row.experiment} | {ours} | {percent(row.paper)} | {percent(row.teacher)} "
             f"| {percent(row.validation)} | {row.seconds:.0f} | {row.load} | {row.note} "
-            f"| `{row.command}` |"
+            f"| {command} |"
         )
     path.write_text("\n".join(lines) + "\n" + kept)
-
-
-LOPES_RECORDS = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
 
 
 def main() -> None:
