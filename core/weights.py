@@ -106,6 +106,71 @@ def validate_safetensors(data: bytes | Path) -> None:
         raise WeightsError(f"the file holds {data_size - position} bytes that belong to no tensor")
 
 
+TORCH_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3": torch.float8_e4m3fn, "I16": torch.int16, "U16": torch.uint16, "F16": torch.float16,
+    "BF16": torch.bfloat16, "I32": torch.int32, "U32": torch.uint32, "F32": torch.float32,
+    "I64": torch.int64, "U64": torch.uint64, "F64": torch.float64,
+}  # fmt: skip
+SCAN_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _header(path: Path) -> tuple[int, dict[str, dict]]:
+    """(offset of the data section, tensor entries) of a file validate_safetensors accepted."""
+    with path.open("rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+    header.pop("__metadata__", None)
+    return 8 + length, header
+
+
+def header_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors as meta tensors (name, shape, dtype) read from its header alone: what
+    compare_state_dict needs, with no byte of the weights in memory."""
+    validate_safetensors(path)
+    _, header = _header(path)
+    return {
+        name: torch.empty(info["shape"], dtype=TORCH_DTYPES[info["dtype"]], device="meta")
+        for name, info in header.items()
+    }
+
+
+def scan_finite(path: Path, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
+    """Raise if a floating-point tensor holds NaN or inf, reading the file into one reused
+    buffer of `chunk_bytes`: memory stays flat whatever the file's size."""
+    data_start, header = _header(path)
+    buffer = bytearray(max(chunk_bytes, 8))
+    with path.open("rb") as handle:
+        for name, info in header.items():
+            dtype = TORCH_DTYPES[info["dtype"]]
+            if not dtype.is_floating_point:
+                continue
+            width = DTYPE_BYTES[info["dtype"]]
+            step = len(buffer) // width * width
+            start, end = info["data_offsets"]
+            handle.seek(data_start + start)
+            remaining = end - start
+            while remaining > 0:
+                read = handle.readinto(memoryview(buffer)[: min(step, remaining)])
+                if not read:
+                    raise WeightsError(f"tensor {name}: the file ends inside its data")
+                remaining -= read
+                values = torch.frombuffer(buffer, dtype=dtype, count=read // width)
+                if width == 1:  # float8: no isfinite kernel; widen the chunk
+                    values = values.float()
+                if not torch.isfinite(values).all():
+                    raise WeightsError(f"tensor {name} holds NaN or infinite values")
+
+
+def check_weights_file(model: nn.Module, path: Path) -> None:
+    """Everything load_weights checks, in flat memory: the header against `model`'s state dict
+    (which may live on the meta device) and every float tensor finite, scanned in chunks."""
+    mismatch = compare_state_dict(model, header_tensors(path))
+    if mismatch:
+        raise WeightsError(f"weights do not fit the architecture: {mismatch.describe()}")
+    scan_finite(path)
+
+
 def read_state_dict(source: Path | bytes) -> dict[str, torch.Tensor]:
     validate_safetensors(source)
     try:

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     )
     runner_threads: int = Field(1, description="concurrent jobs in the embedded runner")
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
+    forward_check_max_bytes: int = Field(
+        64 * 1024**2,
+        description="weights up to this size are also loaded and run on a dummy batch at upload; "
+        "larger ones are checked in flat memory (header against the architecture, every float "
+        "finite, read in chunks) and first run in the worker",
+    )
     job_lease_seconds: float = Field(
         600,
         gt=0,

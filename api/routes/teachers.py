@@ -4,6 +4,7 @@ import json
 import math
 from typing import Annotated, Any
 
+import torch
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import select
 from torch import nn
@@ -28,7 +29,14 @@ from core.models import (
     get_spec,
 )
 from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
-from core.weights import WeightsError, check_forward, load_weights, parameter_count, read_state_dict
+from core.weights import (
+    WeightsError,
+    check_forward,
+    check_weights_file,
+    load_weights,
+    parameter_count,
+    read_state_dict,
+)
 from service.idempotency import commit_once, request_fingerprint
 from service.models import Teacher, new_id
 
@@ -173,7 +181,8 @@ def upload_teacher(
             spec = get_spec(architecture)
             kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
             refuse_oversized_model(architecture, kwargs, settings.max_upload_bytes)
-            model = build(architecture, **kwargs)
+            with torch.device("meta"):  # shapes only: the weights' memory is never allocated here
+                model = build(architecture, **kwargs)
         except (UnknownArchitectureError, ArchitectureArgumentError) as error:
             raise ApiError(422, "invalid_architecture", str(error)) from None
         input_shape = spec.input_shape(**kwargs)
@@ -213,9 +222,14 @@ def upload_teacher(
                 raise ApiError(422, "invalid_program", str(error)) from None
         else:
             refuse_unsafe_formats(upload.head)
+            with_metadata = metadata is not None and bool(metadata.filename)
             try:
-                load_weights(model, read_state_dict(upload.path))
-                check_forward(model, input_shape, num_classes)
+                check_weights_file(model, upload.path)
+                if upload.size <= settings.forward_check_max_bytes or with_metadata:
+                    model = load_weights(
+                        build(architecture, **kwargs), read_state_dict(upload.path)
+                    )
+                    check_forward(model, input_shape, num_classes)
             except WeightsError as error:
                 raise ApiError(422, "invalid_weights", str(error)) from None
         teacher = Teacher(
