@@ -86,11 +86,11 @@ def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
 NPZ_ARRAYS = ("images", "labels")
 
 
-def _check_npz_members(data: bytes, max_array_bytes: int | None) -> None:
+def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
     """Read each array's .npy header (a few bytes, no data) and refuse, before numpy allocates
     anything, arrays whose declared size is not what the archive holds or is past the limit."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
             total = 0
             for name in NPZ_ARRAYS:
                 member = f"{name}.npy"
@@ -130,14 +130,55 @@ def _check_npz_members(data: bytes, max_array_bytes: int | None) -> None:
         raise DatasetFormatError(f"unreadable npz ({type(error).__name__}: {error})") from None
 
 
+NUMPY_DTYPES = {
+    "BOOL": np.bool_, "U8": np.uint8, "I8": np.int8, "I16": np.int16, "U16": np.uint16,
+    "F16": np.float16, "I32": np.int32, "U32": np.uint32, "F32": np.float32, "I64": np.int64,
+    "U64": np.uint64, "F64": np.float64,
+}  # fmt: skip
+
+
+def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
+    """`images` and `labels` read straight from the file into their arrays (one copy, no
+    intermediate buffer), after the header was checked against the file's size."""
+    from core.weights import safetensors_header, validate_safetensors
+
+    validate_safetensors(path)
+    data_start, header = safetensors_header(path)
+    arrays = {}
+    for name in NPZ_ARRAYS:
+        if name not in header:
+            continue
+        info = header[name]
+        if info["dtype"] not in NUMPY_DTYPES:
+            raise DatasetFormatError(
+                f"array {name!r} has dtype {info['dtype']}, which numpy cannot hold"
+            )
+        start, _ = info["data_offsets"]
+        count = math.prod(info["shape"])
+        values = np.fromfile(
+            path, dtype=NUMPY_DTYPES[info["dtype"]], count=count, offset=data_start + start
+        )
+        arrays[name] = values.reshape(info["shape"])
+    return arrays
+
+
+def _first_bytes(path: Path, count: int) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(count)
+
+
 def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> RawLabelledImages:
     """An npz (no pickles) or safetensors file holding `images` and `labels`. With
     `max_array_bytes`, an npz whose arrays unpack past it (a zip bomb) is refused unread."""
-    data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    if data[:4] == b"PK\x03\x04":
+    # a file is read from disk array by array, never held whole beside its arrays
+    data: bytes | Path = source if isinstance(source, bytes) else Path(source)
+    magic = data[:4] if isinstance(data, bytes) else _first_bytes(data, 4)
+    if magic == b"PK\x03\x04":
         _check_npz_members(data, max_array_bytes)
         try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            with np.load(
+                io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False
+            ) as archive:
                 arrays = {name: archive[name] for name in NPZ_ARRAYS if name in archive.files}
                 present = archive.files
         except (
@@ -148,7 +189,7 @@ def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> R
         try:
             from safetensors.numpy import load
 
-            arrays = load(data)
+            arrays = load(data) if isinstance(data, bytes) else _safetensors_arrays(data)
             present = list(arrays)
         except Exception as error:
             raise DatasetFormatError(f"neither an npz nor a safetensors file ({error})") from None

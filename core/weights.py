@@ -115,7 +115,7 @@ TORCH_DTYPES = {
 SCAN_CHUNK_BYTES = 4 * 1024 * 1024
 
 
-def _header(path: Path) -> tuple[int, dict[str, dict]]:
+def safetensors_header(path: Path) -> tuple[int, dict[str, dict]]:
     """(offset of the data section, tensor entries) of a file validate_safetensors accepted."""
     with path.open("rb") as handle:
         length = int.from_bytes(handle.read(8), "little")
@@ -128,7 +128,7 @@ def header_tensors(path: Path) -> dict[str, torch.Tensor]:
     """The file's tensors as meta tensors (name, shape, dtype) read from its header alone: what
     compare_state_dict needs, with no byte of the weights in memory."""
     validate_safetensors(path)
-    _, header = _header(path)
+    _, header = safetensors_header(path)
     return {
         name: torch.empty(info["shape"], dtype=TORCH_DTYPES[info["dtype"]], device="meta")
         for name, info in header.items()
@@ -138,7 +138,7 @@ def header_tensors(path: Path) -> dict[str, torch.Tensor]:
 def scan_finite(path: Path, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
     """Raise if a floating-point tensor holds NaN or inf, reading the file into one reused
     buffer of `chunk_bytes`: memory stays flat whatever the file's size."""
-    data_start, header = _header(path)
+    data_start, header = safetensors_header(path)
     buffer = bytearray(max(chunk_bytes, 8))
     with path.open("rb") as handle:
         for name, info in header.items():
