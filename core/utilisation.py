@@ -45,8 +45,11 @@ class FlopMeter:
 def peak_flops(device: str = "cpu", size: int = 1024, seconds: float = 0.5) -> float:
     """Float32 matmul FLOP/s on `device` with the current thread settings, measured once per process."""
     target = torch.device(device)
-    a = torch.randn(size, size, device=target)
-    b = torch.randn(size, size, device=target)
+    # a private generator: drawing from the global one would move a running job's random stream
+    # and break the bit-exact resume of checkpoints
+    draws = torch.Generator(device=target).manual_seed(0)
+    a = torch.randn(size, size, device=target, generator=draws)
+    b = torch.randn(size, size, device=target, generator=draws)
     torch.mm(a, b)  # warm-up: allocation, thread pool start, kernel selection
     _synchronise(target)
     runs, started = 0, time.perf_counter()

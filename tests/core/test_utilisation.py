@@ -36,6 +36,14 @@ def test_the_meter_counts_once_and_can_be_switched_off() -> None:
     assert off.per_iteration is None
 
 
+def test_measuring_the_peak_leaves_the_training_random_stream_alone() -> None:
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    peak_flops.__wrapped__("cpu", size=64, seconds=0.01)  # uncached: really measures
+    assert torch.equal(torch.rand(4), expected)
+
+
 def test_peak_and_memory_readings_are_plausible() -> None:
     assert 1e8 < peak_flops("cpu", size=256, seconds=0.05) < 1e14
     assert 10 * 2**20 < rss_bytes() <= peak_rss_bytes() * 1.01 + 2**20
