@@ -255,6 +255,14 @@ class JobSpecBase(BaseModel):
         le=10_000_000,
         description="iterations between checkpoints; unset means the service's setting",
     )
+    time_limit_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="seconds an attempt may run: past it the job stops right after its next "
+        "checkpoint and fails with error.code time_limit, the checkpoint kept. Unset, or above "
+        "the deployment's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS, means that setting; the deployment's "
+        "hard limit (DFKD_JOB_HARD_TIME_LIMIT_SECONDS) kills a job that cannot reach a checkpoint",
+    )
 
 
 ZSKT_EXAMPLE = {

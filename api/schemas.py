@@ -146,6 +146,7 @@ class JobPublic(BaseModel):
     few_shot_per_class: int | None
     sample_every: int
     checkpoint_every: int
+    time_limit_seconds: float = Field(description="the soft time limit this job runs under")
     report: dict[str, Any] | None = Field(
         description="evaluation on the labelled set: accuracies, agreement, MTE (last iterate)"
     )

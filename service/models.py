@@ -159,6 +159,8 @@ class Job(Base):
     few_shot_per_class: Mapped[int | None] = mapped_column(Integer)
     sample_every: Mapped[int] = mapped_column(Integer, default=0)
     checkpoint_every: Mapped[int] = mapped_column(Integer, default=0)
+    # per attempt, in seconds; None: the deployment's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS
+    time_limit_seconds: Mapped[float | None] = mapped_column(Float)
     evaluation_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     webhook_secret: Mapped[str | None] = mapped_column(

@@ -36,6 +36,7 @@ from service.db import session_scope
 from service.db_retry import in_transaction
 from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
+from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
 from worker.hooks import JobHooks, PhaseHooks, SoftTimeLimitError, checkpoint_key
@@ -88,7 +89,7 @@ def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
 
 def soft_time_limit(context: WorkerContext, job: Job) -> float:
     """Past this many seconds of running, the job stops at its next checkpoint."""
-    return float(context.settings.job_soft_time_limit_seconds)
+    return effective_time_limit(job.time_limit_seconds, context.settings)
 
 
 def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[str, Any] | None:
@@ -308,9 +309,10 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
         except SoftTimeLimitError as stop:
             outcome = _failure(
                 "time_limit",
-                f"{stop}; its checkpoint at step {stop.step} is kept. The limit is the service's "
-                "DFKD_JOB_SOFT_TIME_LIMIT_SECONDS (per attempt): submit fewer iterations, or ask "
-                "the operator for a longer limit",
+                f"{stop}; its checkpoint at step {stop.step} is kept. The limit is the job's "
+                "time_limit_seconds, capped by the service's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS "
+                "(per attempt): submit fewer iterations or a longer time_limit_seconds, or ask "
+                "the operator for a longer service limit",
             )
         except DivergedError as error:
             outcome = _failure("diverged", str(error))

@@ -53,6 +53,7 @@ from service.models import (
 )
 from service.queue import QueueUnavailableError
 from service.settings import Settings
+from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
@@ -89,6 +90,7 @@ def to_public(job: Job, request: Request) -> JobPublic:
         few_shot_per_class=job.few_shot_per_class,
         sample_every=job.sample_every,
         checkpoint_every=job.checkpoint_every,
+        time_limit_seconds=effective_time_limit(job.time_limit_seconds, request.app.state.settings),
         report=job.report,
         attempts=job.attempts,
         cancel_requested=job.cancel_requested,
@@ -248,6 +250,7 @@ def create_job(
         few_shot_per_class=body.few_shot_per_class if body.few_shot_dataset_id else None,
         sample_every=body.sample_every,
         checkpoint_every=body.checkpoint_every or settings.checkpoint_every,
+        time_limit_seconds=body.time_limit_seconds,
         evaluation_options={"mte_images": body.mte_images, "mte_steps": body.mte_steps},
         webhook_url=str(body.webhook.url) if body.webhook else None,
         webhook_secret=body.webhook.secret if body.webhook else None,

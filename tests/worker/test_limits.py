@@ -46,6 +46,38 @@ def test_the_soft_time_limit_stops_the_job_at_a_checkpoint_with_time_limit(
     assert checkpoint["step"] == step  # it stopped right after writing this one
 
 
+def test_a_job_can_ask_for_a_shorter_limit_than_the_service_and_sees_it(
+    client: TestClient, settings: Settings, teacher_id: str
+) -> None:
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher_id,
+            "iterations": 100_000,
+            "checkpoint_every": 10,
+            "time_limit_seconds": 2,
+            **TINY,
+        },
+    ).json()
+    assert job["time_limit_seconds"] == 2
+    run_job(job["id"], make_context(settings))  # the service's own limit is a week
+
+    final = client.get(f"/v1/jobs/{job['id']}").json()
+    assert final["status"] == "failed" and final["error"]["code"] == "time_limit", final
+    assert "time_limit_seconds" in final["error"]["message"]
+    assert final["progress"]["iteration"] < 100_000
+
+
+def test_a_longer_limit_than_the_service_allows_is_capped(
+    client: TestClient, settings: Settings, teacher_id: str
+) -> None:
+    body = {"teacher_id": teacher_id, "iterations": 10, "time_limit_seconds": 1e9, **TINY}
+    job = client.post("/v1/jobs", json=body).json()
+    assert job["time_limit_seconds"] == settings.job_soft_time_limit_seconds
+    refused = client.post("/v1/jobs", json={**body, "time_limit_seconds": 0})
+    assert refused.status_code == 422
+
+
 def test_an_infinite_loss_fails_the_job_as_diverged_with_the_step(
     client: TestClient, settings: Settings, teacher_id: str, mnist_teacher: nn.Module
 ) -> None:
