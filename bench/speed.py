@@ -180,7 +180,10 @@ def run_reference(
     heldout: LabelledImages,
     every: int,
     target: float | None,
+    stop_after: int | None = None,
 ) -> Curve:
+    """The reference on the same schedule, stopped at the target (or after `stop_after`
+    iterations: enough to show the same curve when the target is out of reach)."""
     task = lenet_task(teacher, method.config.seed)
     curve, watch = Curve("reference"), StopWatch()
     iterations = method.config.iterations
@@ -190,6 +193,8 @@ def run_reference(
             evaluate_into(curve, watch, task.student, heldout, step)
             if target is not None and curve.points[-1][2] >= target:
                 raise Reached
+        if stop_after is not None and step >= stop_after:
+            raise Reached
 
     with contextlib.suppress(Reached):
         method.reference(task, after)
@@ -324,7 +329,8 @@ def cpu_benchmark(args: argparse.Namespace) -> dict[str, object]:
             method,
             heldout,
             args.eval_every,
-            None if args.reference_full or not reached else target,
+            target if reached else None,
+            None if reached or args.reference_full else args.reference_iterations,
         )
         print(name, "reference", reference.points[-1], flush=True)
         rates = duel(teacher, method, args.duel_rounds, args.duel_iterations)
@@ -467,6 +473,12 @@ def main() -> None:
     parser.add_argument("--lever-rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--no-levers", dest="levers", action="store_false")
+    parser.add_argument(
+        "--reference-iterations",
+        type=int,
+        default=100,
+        help="when the project misses the target, run the reference this far (same schedule)",
+    )
     parser.add_argument(
         "--reference-full", action="store_true", help="run the reference all the way"
     )
