@@ -22,6 +22,7 @@ from service.migrate import upgrade_to_head
 from service.queue import InProcessJobQueue
 from service.settings import Settings
 from tests.hostile_corpus import CASES, Booby, Context, Hostile, good_weights, zip_of
+from tests.memory import CLEAR_REFS, peak_rss, reset_peak_rss
 
 LIMIT = 2 * 1024 * 1024
 HUGE_CLAIM_HEADROOM = 64 * 1024 * 1024  # the claims are 80 MB to 40 TB
@@ -116,16 +117,6 @@ def stored(world: World) -> dict[str, object]:
     return {"lists": lists, "blobs": blobs}
 
 
-CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
-
-
 def test_the_booby_trapped_pickle_really_runs_code(tmp_path: Path) -> None:
     """Without this, 'the marker was not created' would prove nothing."""
     marker = tmp_path / "ran"
@@ -139,7 +130,7 @@ def test_hostile_input_gets_a_clear_4xx_and_nothing_is_kept(world: World, name: 
     before = stored(world)
     measure = hostile.huge_claim and CLEAR_REFS.exists()
     if measure:
-        CLEAR_REFS.write_text("5")  # reset the peak RSS to the current RSS
+        reset_peak_rss()
         start = peak_rss()
     response = send(world.client, hostile)
     growth = peak_rss() - start if measure else 0

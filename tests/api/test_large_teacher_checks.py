@@ -17,15 +17,7 @@ from core.models import build
 from core.weights import WeightsError, scan_finite
 from service.queue import InProcessJobQueue
 from service.settings import Settings
-
-CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+from tests.memory import CLEAR_REFS, peak_rss, reset_peak_rss
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def test_the_scan_crosses_chunk_boundaries(tmp_path: Path) -> None:
 def test_scanning_256_mb_of_weights_keeps_memory_flat(tmp_path: Path) -> None:
     path = tmp_path / "big.safetensors"
     save_file({"w": torch.zeros(64 * 1024 * 1024)}, str(path))  # 256 MiB of float32
-    CLEAR_REFS.write_text("5")  # reset the peak to the current resident size
+    reset_peak_rss()
     start = peak_rss()
     scan_finite(path)
     assert peak_rss() - start < 64 * 2**20
