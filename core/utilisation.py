@@ -52,14 +52,19 @@ def peak_flops(device: str = "cpu", size: int = 1024, seconds: float = 0.5) -> f
     b = torch.randn(size, size, device=target, generator=draws)
     torch.mm(a, b)  # warm-up: allocation, thread pool start, kernel selection
     _synchronise(target)
-    runs, started = 0, time.perf_counter()
-    while True:
-        torch.mm(a, b)
-        runs += 1
-        _synchronise(target)
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
-            return 2 * size**3 * runs / elapsed
+    # the best of several short bursts: a burst that shared the cores with other work reads low
+    best = 0.0
+    for _ in range(5):
+        runs, started = 0, time.perf_counter()
+        while True:
+            torch.mm(a, b)
+            runs += 1
+            _synchronise(target)
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds / 5:
+                break
+        best = max(best, 2 * size**3 * runs / elapsed)
+    return best
 
 
 def _synchronise(device: torch.device) -> None:

@@ -47,6 +47,9 @@ def test_job_is_accepted_with_paper_defaults_filled_in(client: TestClient, teach
         "fraction": 0.0,
         "samples_per_second": None,
         "eta_seconds": None,
+        "flops_per_second": None,
+        "utilisation": None,
+        "peak_rss_bytes": None,
     }
     assert job["links"]["student"] is None
 
