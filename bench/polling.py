@@ -6,10 +6,10 @@
 
 Variants, each a fresh server process on loopback:
 - bare:     a bare FastAPI + SQLite endpoint (bench/bare_app.py) under uvicorn, no job running;
-- idle:     `dfkd serve`, embedded default (SQLite, runner thread in the API process), no job;
+- idle:     `dfkd serve`, embedded default (SQLite, runner process beside the API), no job;
 - sqlite:   the same with a ZSKT job (LeNet-5 -> LeNet-5-half, batch 128) training meanwhile;
 - postgres: `dfkd serve` on a throwaway PostgreSQL database (127.0.0.1:5432, user postgres) with
-            the embedded in-process runner (no Celery), the same job training meanwhile.
+            the embedded runner process (no Celery), the same job training meanwhile.
 The load comes from bench/loadgen.py in its own process (httpx AsyncClient, 100 connections): the
 timetable is fixed and latency runs from each request's due time. After the 100 req/s run, the
 rate goes up in steps until p99 passes 100 ms, a request fails, or the achieved rate falls behind;
@@ -210,7 +210,7 @@ DESCRIPTIONS = {
     "bare": "bare FastAPI + SQLite endpoint, no job",
     "idle": "`dfkd serve`, embedded default (SQLite), no job",
     "sqlite": "`dfkd serve`, embedded default (SQLite), a job training",
-    "postgres": "`dfkd serve` on PostgreSQL, in-process runner, a job training",
+    "postgres": "`dfkd serve` on PostgreSQL, embedded runner process, a job training",
 }
 
 
@@ -227,7 +227,7 @@ def report(results: dict[str, dict], duration: float, step_duration: float, info
 GET /v1/jobs/{{id}} at 100 req/s (100 connections, open loop: latency from each request's due
 time) for {duration:.0f} s, from bench/loadgen.py in its own process on the same machine. The job:
 ZSKT LeNet-5 -> LeNet-5-half, batch 128, metrics every 10 steps, samples every 50, checkpoints
-every 200, in the API process's runner thread. Saturation: {step_duration:.0f} s steps at
+every 200, in the embedded runner (a child process of `dfkd serve` at nice +10). Saturation: {step_duration:.0f} s steps at
 {", ".join(map(str, SATURATION_RATES))} req/s until p99 > {SATURATED_P99_MS:.0f} ms, an error, or
 the achieved rate < 95% of the asked one. Target: p99 < {TARGET_P99_MS:.0f} ms at 100 req/s.
 

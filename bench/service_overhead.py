@@ -184,13 +184,13 @@ def report(runs: list[Run], iterations: int, info: dict) -> tuple[str, dict]:
 
 ZSKT, LeNet-5 -> LeNet-5-half, {iterations} iterations, batch {BATCH}, generator width {WIDTH},
 seed {SEED}, torch's default threads. Core: `core.methods.zskt.distill` with default hooks, in this
-script's process. Service: `dfkd serve` (embedded default: SQLite, local blobs, runner thread in the
-API process) with metrics every {LOG_EVERY} steps, samples and checkpoints every {SAMPLE_EVERY},
+script's process. Service: `dfkd serve` (embedded default: SQLite, local blobs, runner process
+beside the API) with metrics every {LOG_EVERY} steps, samples and checkpoints every {SAMPLE_EVERY},
 polled once a second. Rate = steps x batch / loop clock at the last step the service published
 before it ended (the core's own `Progress.elapsed_seconds` at the same step); the loop clock starts
 after setup, so teacher loading, student export and the API's request handling before the job are
 outside it. Wall = the whole `distill()` call (core) or the job's `started_at -> finished_at`
-(service: also teacher loading, ONNX/TorchScript export and checks). The service's runner thread
+(service: also teacher loading, ONNX/TorchScript export and checks). The service's runner process
 runs at nice +10 so the API comes first (worker/embedded.py): on a machine busy with other work it
 gets less CPU than the core run at nice 0, so compare on an otherwise idle machine.
 

@@ -19,8 +19,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.migrate import upgrade_to_head
     from service.queue import InProcessJobQueue
     from service.settings import get_settings
-    from worker.context import make_context
-    from worker.embedded import EmbeddedRunner
+    from worker.embedded import EmbeddedRunner, new_wakeup
 
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -33,13 +32,10 @@ def _serve(args: argparse.Namespace) -> int:
         upgrade_to_head(settings.resolved_database_url)
     runner = None
     if settings.uses_embedded_runner:
-        queue = InProcessJobQueue()
+        queue = InProcessJobQueue(new_wakeup())
         app = create_app(settings, queue=queue)
-        runner = EmbeddedRunner(make_context(settings), queue.wakeup, settings.runner_threads)
+        runner = EmbeddedRunner(settings, queue.wakeup, settings.runner_processes)
         runner.start()
-        logging.getLogger("dfkd").info(
-            "embedded runner started (%d thread(s))", settings.runner_threads
-        )
     else:
         app = create_app(settings)
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.settings import Settings
 
@@ -25,10 +25,12 @@ class JobQueue(Protocol):
 
 
 class InProcessJobQueue:
-    """The embedded default: runner threads claim queued jobs from the database; this wakes them."""
+    """The embedded default: runner processes claim queued jobs from the database; this wakes
+    them. `wakeup` is any event with `set()`: a multiprocessing one shared with the runners, or
+    (no runner, as in tests that run jobs by hand) a thread event."""
 
-    def __init__(self) -> None:
-        self.wakeup = threading.Event()
+    def __init__(self, wakeup: Any = None) -> None:
+        self.wakeup = wakeup if wakeup is not None else threading.Event()
 
     def enqueue(self, job_id: str) -> None:
         self.wakeup.set()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -52,7 +52,22 @@ class Settings(BaseSettings):
         description="torch.compile the training passes of zskt and dfad jobs: a compile of a "
         "minute or so at the start of each job, for faster iterations (measure with bench/speed.py)",
     )
-    runner_threads: int = Field(1, description="concurrent jobs in the embedded runner")
+    runner_processes: int = Field(
+        1,
+        ge=1,
+        validation_alias=AliasChoices(
+            "runner_processes", "DFKD_RUNNER_PROCESSES", "DFKD_RUNNER_THREADS"
+        ),
+        description="concurrent jobs in the embedded runner, one child process each "
+        "(DFKD_RUNNER_THREADS, its old name, is still read)",
+    )
+    runner_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="added to the embedded runner processes' nice value, so the API's requests "
+        "come before the job on a busy machine (0: the job and the API share the cores evenly)",
+    )
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
     forward_check_max_bytes: int = Field(
         64 * 1024**2,
@@ -83,9 +98,8 @@ class Settings(BaseSettings):
     job_hard_time_limit_seconds: float | None = Field(
         None,
         gt=0,
-        description="per attempt: past it Celery kills the job's process and the job fails with "
-        "time_limit; unset means the soft limit plus an hour (the embedded runner cannot kill a "
-        "thread: it enforces the soft limit only)",
+        description="per attempt: past it Celery (or the embedded runner's monitor) kills the "
+        "job's process and the job fails with time_limit; unset means the soft limit plus an hour",
     )
 
     @property
