@@ -13,6 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.allocator import keep_freed_memory
+
 
 class _Autocast(nn.Module):
     """Runs a module's forward under bf16 autocast and hands float32 outputs back."""
@@ -42,6 +44,9 @@ class Acceleration:
     bf16_autocast: bool | None = None
     # cuDNN autotuning: pays when shapes never change, as in these loops.
     cudnn_benchmark: bool | None = None
+    # glibc keeps freed tensor buffers for reuse instead of faulting them in every step
+    # (core/allocator.py); process-wide once set.
+    keep_freed_memory: bool | None = None
 
     def resolved(self, device: torch.device) -> Acceleration:
         cuda = device.type == "cuda"
@@ -51,6 +56,7 @@ class Acceleration:
             compile=self.compile,
             bf16_autocast=_default(self.bf16_autocast, cuda and torch.cuda.is_bf16_supported()),
             cudnn_benchmark=_default(self.cudnn_benchmark, cuda),
+            keep_freed_memory=_default(self.keep_freed_memory, True),
         )
 
     def optimizer_options(self) -> dict[str, Any]:
@@ -58,6 +64,8 @@ class Acceleration:
 
     def prepare(self, device: torch.device) -> None:
         """Process-wide switches (call once the device is known)."""
+        if self.keep_freed_memory:
+            keep_freed_memory()
         if device.type == "cuda" and self.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
 
@@ -80,6 +88,7 @@ class Acceleration:
             "compile": self.compile,
             "bf16_autocast": self.bf16_autocast,
             "cudnn_benchmark": self.cudnn_benchmark,
+            "keep_freed_memory": self.keep_freed_memory,
         }
 
 
