@@ -56,3 +56,13 @@ def test_local_store_refuses_keys_that_escape_its_folder(tmp_path: Path) -> None
     store = LocalBlobStore(tmp_path / "blobs")
     with pytest.raises(ValueError, match="escapes"):
         store.put_bytes("../outside", b"x")
+
+
+def test_s3_parts_stay_small_and_within_the_part_limit() -> None:
+    from service.blobstore import S3_MAX_PARTS, S3_PART_BYTES, s3_part_size
+
+    assert s3_part_size(1024**3) == S3_PART_BYTES  # a 1 GB teacher: 205 parts of 5 MiB
+    for length in (1, S3_PART_BYTES * S3_MAX_PARTS + 1, 200 * 1024**3):
+        size = s3_part_size(length)
+        assert size >= S3_PART_BYTES
+        assert -(-length // size) <= S3_MAX_PARTS, length
