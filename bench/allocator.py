@@ -26,6 +26,7 @@ from service_harness import REPO, command_line, machine, machine_line, save_resu
 
 sys.path.insert(0, str(REPO))
 from report_section import replace_section
+from service_overhead import train_teacher  # the same teacher as the overhead bench
 
 BATCH, SEED = 128, 0
 
@@ -69,22 +70,6 @@ def run_child(method: str, keep: bool, teacher_file: str, iterations: int, out: 
             "peak_rss_mib": usage.ru_maxrss / 1024,
         }
     )
-
-
-def train_teacher(directory: Path) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
-    from core.datasets import mnist_digits
-    from core.models import build
-    from core.training_supervised import train_classifier
-
-    torch.manual_seed(SEED)
-    train, _ = mnist_digits(seed=SEED).split(4000)
-    teacher = train_classifier(build("lenet5"), train, epochs=4, seed=SEED)
-    path = directory / "teacher.safetensors"
-    save_file(teacher.state_dict(), str(path))
-    return path
 
 
 def main() -> None:
