@@ -26,7 +26,7 @@ from service_harness import REPO, command_line, machine, machine_line, save_resu
 
 sys.path.insert(0, str(REPO))
 from report_section import replace_section
-from service_overhead import train_teacher  # the same teacher as the overhead bench
+from service_overhead import lenet_task, train_teacher  # the overhead bench's teacher and task
 
 BATCH, SEED = 128, 0
 
@@ -34,19 +34,9 @@ BATCH, SEED = 128, 0
 def run_child(method: str, keep: bool, teacher_file: str, iterations: int, out: object) -> None:
     from core.acceleration import Acceleration
     from core.methods import dfad, zskt
-    from core.models import build, get_spec
-    from core.training import DistillationTask, TrainingHooks
-    from core.weights import load_weights, read_state_dict
+    from core.training import TrainingHooks
 
-    teacher = load_weights(build("lenet5"), read_state_dict(Path(teacher_file)))
-    task = DistillationTask(
-        teacher=teacher,
-        student=build("lenet5_half"),
-        input_shape=(1, 32, 32),
-        num_classes=10,
-        teacher_taps=get_spec("lenet5").taps,
-        student_taps=get_spec("lenet5_half").taps,
-    )
+    task = lenet_task(Path(teacher_file))
     module = {"zskt": zskt, "dfad": dfad}[method]
     config_type = zskt.ZSKTConfig if method == "zskt" else dfad.DFADConfig
     config = config_type(iterations=iterations, batch_size=BATCH, seed=SEED, device="cpu")

@@ -80,19 +80,23 @@ def train_teacher(directory: Path) -> Path:
     return path
 
 
-def run_core(teacher_file: Path, iterations: int) -> tuple[dict[int, float], float]:
-    """The loop clock at each log step, and the whole distill() call's wall time."""
+def lenet_task(teacher_file: Path) -> DistillationTask:
+    """The saved LeNet-5 teacher and a fresh LeNet-5-half student, both tapped for attention."""
     from core.weights import load_weights, read_state_dict
 
-    teacher = load_weights(build("lenet5"), read_state_dict(teacher_file))
-    task = DistillationTask(
-        teacher=teacher,
+    return DistillationTask(
+        teacher=load_weights(build("lenet5"), read_state_dict(teacher_file)),
         student=build("lenet5_half"),
         input_shape=(1, 32, 32),
         num_classes=10,
         teacher_taps=get_spec("lenet5").taps,
         student_taps=get_spec("lenet5_half").taps,
     )
+
+
+def run_core(teacher_file: Path, iterations: int) -> tuple[dict[int, float], float]:
+    """The loop clock at each log step, and the whole distill() call's wall time."""
+    task = lenet_task(teacher_file)
     config = zskt.ZSKTConfig(
         iterations=iterations,
         batch_size=BATCH,

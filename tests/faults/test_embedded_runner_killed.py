@@ -34,6 +34,13 @@ def runner_pids(api_pid: int) -> set[int]:
     return pids
 
 
+def the_runner(api_pid: int) -> int:
+    """Waits for the API's one runner process; returns its pid."""
+    wait_until(lambda: len(runner_pids(api_pid)) == 1, 60, "one runner process")
+    (runner,) = runner_pids(api_pid)
+    return runner
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
@@ -81,8 +88,7 @@ def test_a_runner_killed_mid_job_is_replaced_and_the_job_resumes_from_its_checkp
     process, base = start_embedded(tmp_path)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            wait_until(lambda: len(runner_pids(process.pid)) == 1, 60, "one runner process")
-            (runner,) = runner_pids(process.pid)
+            runner = the_runner(process.pid)
             job_id = submit(client, teacher_file, iterations=200)
             wait_for_step(client, job_id, JOB["checkpoint_every"] + 5)
 
@@ -109,8 +115,7 @@ def test_a_killed_api_process_takes_its_runner_with_it(tmp_path: Path, teacher_f
     process, base = start_embedded(tmp_path)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            wait_until(lambda: len(runner_pids(process.pid)) == 1, 60, "one runner process")
-            (runner,) = runner_pids(process.pid)
+            runner = the_runner(process.pid)
             job_id = submit(client, teacher_file, iterations=2000)
             wait_for_step(client, job_id, 5)
         process.kill()
@@ -133,8 +138,7 @@ def test_a_job_past_the_hard_time_limit_has_its_runner_killed_and_fails_with_tim
     process, base = start_embedded(tmp_path)
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
-            wait_until(lambda: len(runner_pids(process.pid)) == 1, 60, "one runner process")
-            (runner,) = runner_pids(process.pid)
+            runner = the_runner(process.pid)
             job_id = submit(client, teacher_file, iterations=100_000, checkpoint_every=100_000)
             final = wait_for_job(client, job_id, timeout=180)
             assert client.get("/healthz").status_code == 200
