@@ -151,14 +151,18 @@ def run_zskt(setup: Setup, args: argparse.Namespace) -> tuple[Row, torch.nn.Modu
         iterations=args.zskt_iterations,
         batch_size=args.zskt_batch,
         generator_width=args.zskt_width,
-        seed=0,
+        lr_student=args.zskt_lr_student,
+        student_steps=args.zskt_student_steps,
+        seed=args.zskt_seed,
         log_every=10,
     )
     task = lenet_task(setup)
-    result = zskt.distill(task, config, ValidationCurve(task.student, setup.lenet_train, 250))
+    every = args.validation_every or max(config.iterations // 8, 1)
+    result = zskt.distill(task, config, ValidationCurve(task.student, setup.lenet_train, every))
     note = (
         f"{config.iterations} iterations, generator width {config.generator_width} (paper 128), "
-        f"batch {config.batch_size}, n_s 10, cosine lr over the run"
+        f"batch {config.batch_size}, n_s {config.student_steps}, student lr {config.lr_student:g}, "
+        f"cosine lr over the run, seed {config.seed}"
     )
     row = adversarial_row(setup, "zskt", result.student, result.elapsed_seconds, None, note)
     return row, result.student
@@ -234,7 +238,7 @@ def run_lopes(setup: Setup, family: str, record: str, config: lopes.LopesConfig)
     ours = accuracy(result.student, heldout.images, heldout.labels)
     note = (
         f"{stats} statistics, {config.samples} inputs x {config.reconstruction_steps} Adam steps "
-        f"(paper 1000), {config.iterations} student steps"
+        f"(paper 1000), {config.iterations} student steps, seed {config.seed}"
     )
     return Row(
         f"lopes {record} {label}",
@@ -343,9 +347,18 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="*", default=["zskt", "dfad", "lopes", "mte"])
-    parser.add_argument("--zskt-iterations", type=int, default=1000)
+    parser.add_argument("--zskt-iterations", type=int, default=400)
     parser.add_argument("--zskt-batch", type=int, default=128)
     parser.add_argument("--zskt-width", type=int, default=32)
+    parser.add_argument("--zskt-lr-student", type=float, default=zskt.ZSKTConfig.lr_student)
+    parser.add_argument("--zskt-student-steps", type=int, default=zskt.ZSKTConfig.student_steps)
+    parser.add_argument("--zskt-seed", type=int, default=0)
+    parser.add_argument(
+        "--validation-every",
+        type=int,
+        default=0,
+        help="iterations between validation prints (0: an eighth of the run)",
+    )
     parser.add_argument("--dfad-iterations", type=int, default=800)
     parser.add_argument("--dfad-batch", type=int, default=128)
     parser.add_argument("--dfad-width", type=float, default=0.25)
@@ -357,6 +370,7 @@ def main() -> None:
     parser.add_argument("--lopes-samples", type=int, default=4096)
     parser.add_argument("--lopes-steps", type=int, default=200)
     parser.add_argument("--lopes-iterations", type=int, default=3000)
+    parser.add_argument("--lopes-seed", type=int, default=0)
     parser.add_argument("--mte-images", type=int, default=1000)
     parser.add_argument("--mte-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
@@ -392,7 +406,7 @@ def main() -> None:
             samples=args.lopes_samples,
             reconstruction_steps=args.lopes_steps,
             iterations=args.lopes_iterations,
-            seed=0,
+            seed=args.lopes_seed,
         )
         for family in args.lopes_families:
             for record in args.lopes_records:
