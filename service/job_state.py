@@ -130,6 +130,19 @@ def requeue_orphans(session: Session, before: datetime | None = None) -> list[st
     return ids
 
 
+def lapse_lease(session: Session, job_id: str) -> bool:
+    """Ends a running job's lease now: its worker is known to be dead (the embedded runner's
+    monitor saw the process exit), so the reaper's next pass returns it without waiting out the
+    lease. False when the job is no longer running."""
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running)
+        .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        .execution_options(synchronize_session=False)
+    )
+    return moved.rowcount == 1
+
+
 def lapsed_leases(session: Session) -> list[tuple[str, int, datetime | None]]:
     """(job id, attempts, started at) of running jobs whose lease lapsed: their worker died
     without a word, or was killed at the hard time limit."""

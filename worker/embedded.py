@@ -5,8 +5,8 @@ wait behind the training loop), and a second OpenMP team in the process (the API
 run torch in its request threads) throttles libgomp's spin-waiting, so the job's intra-op threads
 sleep and wake on a futex at every parallel region: 15-20% slower than the same loop alone
 (bench/service_overhead.py). A child process has one team, its own GIL and its own priority; when
-it dies (out of memory, a crash in native code) the API stays up, the lease reaper requeues the job
-and a new child takes its place.
+it dies (out of memory, a crash in native code) the API stays up, its job goes back to the queue at
+once (or fails, past the hard time limit or its attempts) and a new child takes its place.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from multiprocessing.sharedctypes import Synchronized, SynchronizedString
 from typing import Any
 
 from service.db import session_scope
-from service.job_state import next_queued_job, requeue_orphans
+from service.job_state import lapse_lease, next_queued_job, requeue_orphans
 from service.settings import Settings
 from worker.context import make_context
-from worker.reaper import LeaseReaper
+from worker.reaper import LeaseReaper, reap_once
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,8 @@ class _Runner:
 
 class EmbeddedRunner:
     """Starts `processes` runner processes, restarts any that dies, kills one whose job runs past
-    the hard time limit, and reaps lapsed leases (a dead runner's job goes back to the queue).
+    the hard time limit, and reaps lapsed leases. A dead runner's job is returned at once (its
+    lease ended by hand, then one reaper pass) instead of when its lease lapses.
 
     Runners run at nice +DFKD_RUNNER_NICE: a job gets every idle core, and the API's requests come
     first."""
@@ -65,9 +66,7 @@ class EmbeddedRunner:
         self._stopping = SPAWN.Event()
         self._runners: list[_Runner] = []
         self._context = make_context(settings)
-        self._reaper = LeaseReaper(
-            self._context, lambda _job_id: self.wakeup.set(), settings.lease_renew_interval
-        )
+        self._reaper = LeaseReaper(self._context, self._wake_runners, settings.lease_renew_interval)
         self._monitor = threading.Thread(
             target=self._watch, name="dfkd-runner-monitor", daemon=True
         )
@@ -131,9 +130,11 @@ class EmbeddedRunner:
                 index,
                 runner.process.pid,
                 runner.process.exitcode,
-                f" while running job {job_id} (requeued once its lease lapses)" if job_id else "",
+                f" while running job {job_id}" if job_id else "",
             )
             self._runners[index] = self._spawn(index)
+            if job_id:
+                self._return_job(job_id)
             return
         ran = time.time() - runner.since.value
         if job_id and ran > self.settings.hard_time_limit:
@@ -143,7 +144,18 @@ class EmbeddedRunner:
                 ran,
                 self.settings.hard_time_limit,
             )
-            runner.process.kill()  # the reaper fails the job with time_limit once its lease lapses
+            runner.process.kill()  # the next check returns its job: it fails with time_limit
+
+    def _wake_runners(self, _job_id: str) -> None:
+        self.wakeup.set()
+
+    def _return_job(self, job_id: str) -> None:
+        """The job of a runner that died: end its lease and reap it now (requeued, or failed with
+        time_limit / too_many_attempts), rather than after up to DFKD_JOB_LEASE_SECONDS."""
+        with session_scope(self._context.sessions) as session:
+            lapsed = lapse_lease(session, job_id)
+        if lapsed:
+            reap_once(self._context, self._wake_runners)
 
 
 def run_runner_process(

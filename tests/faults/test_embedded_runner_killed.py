@@ -49,7 +49,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_embedded(tmp_path: Path) -> tuple[object, str]:
+def start_embedded(tmp_path: Path, **settings: str) -> tuple[object, str]:
     env = {
         "DFKD_DATA_DIR": str(tmp_path / "data"),
         "DFKD_BROKER_URL": "",
@@ -57,6 +57,7 @@ def start_embedded(tmp_path: Path) -> tuple[object, str]:
         "DFKD_DATABASE_URL": "",
         "DFKD_LOG_FORMAT": "text",
         **FAST_LEASES,
+        **settings,
     }
     return start_api(env, tmp_path / "serve.log")
 
@@ -85,7 +86,9 @@ def wait_for_step(client: httpx.Client, job_id: str, step: int, timeout: float =
 def test_a_runner_killed_mid_job_is_replaced_and_the_job_resumes_from_its_checkpoint(
     tmp_path: Path, teacher_file: Path
 ) -> None:
-    process, base = start_embedded(tmp_path)
+    # a lease far longer than the whole test: the job can only come back because the monitor
+    # saw its runner die, not because the lease lapsed
+    process, base = start_embedded(tmp_path, DFKD_JOB_LEASE_SECONDS="900")
     try:
         with httpx.Client(base_url=base, timeout=30) as client:
             runner = the_runner(process.pid)
@@ -93,9 +96,18 @@ def test_a_runner_killed_mid_job_is_replaced_and_the_job_resumes_from_its_checkp
             wait_for_step(client, job_id, JOB["checkpoint_every"] + 5)
 
             os.kill(runner, signal.SIGKILL)
+            killed = time.monotonic()
             killed_step = client.get(f"/v1/jobs/{job_id}").json()["progress"]["iteration"]
             assert client.get("/healthz").status_code == 200  # the API did not go with it
             wait_until(lambda: runner_pids(process.pid) - {runner}, 60, "a new runner in its place")
+            wait_until(
+                lambda: client.get(f"/v1/jobs/{job_id}").json()["attempts"] == 2,
+                60,
+                "the job's second attempt",
+            )
+            print(
+                f"FIGURE job back in its second attempt {time.monotonic() - killed:.1f}s after kill -9"
+            )
             final = wait_for_job(client, job_id, timeout=300)
             events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 200}).json()
     finally:
