@@ -210,7 +210,13 @@ def lopes_stats(family: str, record: str) -> str:
     return LOPES_STATS.get((family, record), "full")
 
 
-def run_lopes(setup: Setup, family: str, record: str, config: lopes.LopesConfig) -> Row:
+def run_lopes(
+    setup: Setup,
+    family: str,
+    record: str,
+    config: lopes.LopesConfig,
+    components: int | None = None,
+) -> Row:
     if family == "hinton":
         teacher, student_name, shape, train, heldout = (
             setup.hinton1200,
@@ -231,7 +237,7 @@ def run_lopes(setup: Setup, family: str, record: str, config: lopes.LopesConfig)
         label = "LeNet-5 → LeNet-5-half"
     started = time.perf_counter()
     stats = lopes_stats(family, record)
-    metadata = record_metadata(teacher, train, record, stats)
+    metadata = record_metadata(teacher, train, record, stats, components=components)
     task = DistillationTask(teacher, build(student_name), shape, 10, metadata=metadata)
     result = lopes.distill(task, config)
     seconds = time.perf_counter() - started
@@ -239,6 +245,7 @@ def run_lopes(setup: Setup, family: str, record: str, config: lopes.LopesConfig)
     note = (
         f"{stats} statistics, {config.samples} inputs x {config.reconstruction_steps} Adam steps "
         f"(paper 1000), {config.iterations} student steps, seed {config.seed}"
+        + (f", {components} spectral components" if components and "spectral" in record else "")
     )
     return Row(
         f"lopes {record} {label}",
@@ -247,6 +254,7 @@ def run_lopes(setup: Setup, family: str, record: str, config: lopes.LopesConfig)
         accuracy(teacher, heldout.images, heldout.labels),
         seconds,
         note,
+        validation=accuracy(result.student, train.images, train.labels),
     )
 
 
@@ -371,6 +379,12 @@ def main() -> None:
     parser.add_argument("--lopes-steps", type=int, default=200)
     parser.add_argument("--lopes-iterations", type=int, default=3000)
     parser.add_argument("--lopes-seed", type=int, default=0)
+    parser.add_argument(
+        "--lopes-components",
+        type=int,
+        default=None,
+        help="coefficients per spectral graph (default: a tenth of its units, capped at its rank)",
+    )
     parser.add_argument("--mte-images", type=int, default=1000)
     parser.add_argument("--mte-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "results.md")
@@ -410,7 +424,7 @@ def main() -> None:
         )
         for family in args.lopes_families:
             for record in args.lopes_records:
-                rows.append(run_lopes(setup, family, record, config))
+                rows.append(run_lopes(setup, family, record, config, args.lopes_components))
                 report(rows[-1])
     if "mte" in args.only and zero_shot is not None:
         rows.extend(run_mte(setup, zero_shot, args.mte_images, args.mte_steps))
