@@ -14,7 +14,7 @@ from core.datasets import LabelledImages
 from core.evaluation import accuracy, predict
 from core.models import build
 from core.weights import load_weights, read_state_dict
-from tests.processes import wait_for_job
+from tests.processes import upload_lenet_teacher, wait_for_job
 
 # 150 iterations with a quarter-width generator: ~92% held-out accuracy in well under a minute here.
 JOB = {
@@ -33,14 +33,8 @@ def distil_over_http(
 ) -> dict:
     """Runs the flow and checks every step a user sees; returns the final job with the student's accuracy."""
     with httpx.Client(base_url=base_url, timeout=30) as client:
-        with teacher_file.open("rb") as handle:
-            teacher = client.post(
-                "/v1/teachers",
-                files={"file": ("lenet5.safetensors", handle)},
-                data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "[0.3081]"},
-            )
-        assert teacher.status_code == 201, teacher.text
-        job = client.post("/v1/jobs", json={"teacher_id": teacher.json()["id"], **JOB})
+        teacher_id = upload_lenet_teacher(client, teacher_file)
+        job = client.post("/v1/jobs", json={"teacher_id": teacher_id, **JOB})
         assert job.status_code == 202, job.text
         job_id = job.json()["id"]
 

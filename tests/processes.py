@@ -80,3 +80,15 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float) -> dict:
 
     wait_until(ended, timeout, f"job {job_id} to finish", interval=1.0)
     return final
+
+
+def upload_lenet_teacher(client: httpx.Client, teacher_file: Path) -> str:
+    """POSTs the test suite's LeNet-5 teacher (MNIST normalisation); returns its id."""
+    with teacher_file.open("rb") as handle:
+        response = client.post(
+            "/v1/teachers",
+            files={"file": ("lenet5.safetensors", handle)},
+            data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "[0.3081]"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]

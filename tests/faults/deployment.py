@@ -20,7 +20,15 @@ import torch
 
 from service.blobstore import S3BlobStore
 from service.settings import Settings
-from tests.processes import DFKD, REPO, free_port, start_api, stop, wait_until
+from tests.processes import (
+    DFKD,
+    REPO,
+    free_port,
+    start_api,
+    stop,
+    upload_lenet_teacher,
+    wait_until,
+)
 
 # Tiny on purpose: the whole suite runs in minutes on 2 CPU cores.
 JOB: dict[str, Any] = {
@@ -194,14 +202,8 @@ class Deployment:
         return httpx.Client(base_url=self.base_url, timeout=30)
 
     def upload_teacher(self, teacher_file: Path) -> str:
-        with self.client() as client, teacher_file.open("rb") as handle:
-            response = client.post(
-                "/v1/teachers",
-                files={"file": ("lenet5.safetensors", handle)},
-                data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "[0.3081]"},
-            )
-        assert response.status_code == 201, response.text
-        return response.json()["id"]
+        with self.client() as client:
+            return upload_lenet_teacher(client, teacher_file)
 
     def submit(self, teacher_id: str, **changes: Any) -> str:
         with self.client() as client:

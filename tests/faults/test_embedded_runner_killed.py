@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.faults.deployment import FAST_LEASES, JOB
-from tests.processes import start_api, stop, wait_for_job, wait_until
+from tests.processes import start_api, stop, upload_lenet_teacher, wait_for_job, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -63,14 +63,8 @@ def start_embedded(tmp_path: Path, **settings: str) -> tuple[object, str]:
 
 
 def submit(client: httpx.Client, teacher_file: Path, **changes: object) -> str:
-    with teacher_file.open("rb") as handle:
-        teacher = client.post(
-            "/v1/teachers",
-            files={"file": ("lenet5.safetensors", handle)},
-            data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "[0.3081]"},
-        )
-    assert teacher.status_code == 201, teacher.text
-    job = client.post("/v1/jobs", json={**JOB, "teacher_id": teacher.json()["id"], **changes})
+    teacher_id = upload_lenet_teacher(client, teacher_file)
+    job = client.post("/v1/jobs", json={**JOB, "teacher_id": teacher_id, **changes})
     assert job.status_code == 202, job.text
     return job.json()["id"]
 
