@@ -50,6 +50,18 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
             process.wait()
 
 
+def embedded_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """Environment of `dfkd serve` on the embedded default (SQLite, local folder, runner processes)
+    under `data_dir`, whatever the calling shell exports, plus `settings`."""
+    return {
+        "DFKD_DATA_DIR": str(data_dir),
+        "DFKD_BROKER_URL": "",
+        "DFKD_S3_ENDPOINT": "",
+        "DFKD_DATABASE_URL": "",
+        **settings,
+    }
+
+
 def start_api(
     env: dict[str, str], log: Path, timeout: float = 60
 ) -> tuple[subprocess.Popen[bytes], str]:

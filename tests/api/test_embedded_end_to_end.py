@@ -7,18 +7,13 @@ from pathlib import Path
 
 from core.datasets import LabelledImages
 from tests.flow import distil_over_http
-from tests.processes import start_api, stop
+from tests.processes import embedded_env, start_api, stop
 
 
 def test_teacher_in_student_out_on_the_embedded_default(
     tmp_path: Path, teacher_file: Path, digits: tuple[LabelledImages, LabelledImages]
 ) -> None:
-    env = {
-        "DFKD_DATA_DIR": str(tmp_path / "data"),
-        "DFKD_BROKER_URL": "",
-        "DFKD_S3_ENDPOINT": "",
-        "DFKD_DATABASE_URL": "",
-    }
+    env = embedded_env(tmp_path / "data")
     process, base_url = start_api(env, tmp_path / "serve.log")
     try:
         final = distil_over_http(base_url, teacher_file, digits[1])

@@ -33,7 +33,7 @@ from PIL import Image
 
 from core.models import build
 from core.weights import load_weights, read_state_dict
-from tests.processes import start_api, stop
+from tests.processes import embedded_env, start_api, stop
 
 GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))
 DFKD = str(Path(sys.executable).with_name("dfkd"))
@@ -63,13 +63,7 @@ def binary_file_fields(node: Any) -> int:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`dfkd serve` on the embedded default, API keys required as on a shared deployment."""
-    env = {
-        "DFKD_DATA_DIR": str(tmp_path / "data"),
-        "DFKD_BROKER_URL": "",
-        "DFKD_S3_ENDPOINT": "",
-        "DFKD_DATABASE_URL": "",
-        "DFKD_REQUIRE_API_KEYS": "true",
-    }
+    env = embedded_env(tmp_path / "data", DFKD_REQUIRE_API_KEYS="true")
     process, base_url = start_api(env, tmp_path / "serve.log")
     try:
         yield base_url, env

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.processes import start_api, stop
+from tests.processes import embedded_env, start_api, stop
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 WIDTH, HEIGHT = 1280, 2400
@@ -29,12 +29,7 @@ GET_BLUE, POST_GREEN = (97, 175, 254), (73, 204, 144)
 
 @pytest.fixture
 def base_url(tmp_path: Path) -> Iterator[str]:
-    env = {
-        "DFKD_DATA_DIR": str(tmp_path / "data"),
-        "DFKD_BROKER_URL": "",
-        "DFKD_S3_ENDPOINT": "",
-        "DFKD_DATABASE_URL": "",
-    }
+    env = embedded_env(tmp_path / "data")
     process, base_url = start_api(env, tmp_path / "serve.log")
     try:
         yield base_url

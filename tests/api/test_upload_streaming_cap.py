@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import start_api, stop
+from tests.processes import embedded_env, start_api, stop
 
 CAP = 2 * 1024 * 1024
 CHUNK = 256 * 1024
@@ -34,14 +34,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], 
     def start_with_cap(cap: int) -> Server:
         root = tmp_path / f"cap-{cap}"
         (root / "tmp").mkdir(parents=True)
-        env = {
-            "DFKD_DATA_DIR": str(root / "data"),
-            "DFKD_BROKER_URL": "",
-            "DFKD_S3_ENDPOINT": "",
-            "DFKD_DATABASE_URL": "",
-            "DFKD_MAX_UPLOAD_BYTES": str(cap),
-            "TMPDIR": str(root / "tmp"),
-        }
+        env = embedded_env(root / "data", DFKD_MAX_UPLOAD_BYTES=str(cap), TMPDIR=str(root / "tmp"))
         process, base_url = start_api(env, root / "serve.log")
         processes.append(process)
         return base_url, process.pid, root

@@ -15,7 +15,14 @@ import httpx
 import pytest
 
 from tests.faults.deployment import FAST_LEASES, JOB
-from tests.processes import start_api, stop, upload_lenet_teacher, wait_for_job, wait_until
+from tests.processes import (
+    embedded_env,
+    start_api,
+    stop,
+    upload_lenet_teacher,
+    wait_for_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -50,15 +57,8 @@ def alive(pid: int) -> bool:
 
 
 def start_embedded(tmp_path: Path, **settings: str) -> tuple[object, str]:
-    env = {
-        "DFKD_DATA_DIR": str(tmp_path / "data"),
-        "DFKD_BROKER_URL": "",
-        "DFKD_S3_ENDPOINT": "",
-        "DFKD_DATABASE_URL": "",
-        "DFKD_LOG_FORMAT": "text",
-        **FAST_LEASES,
-        **settings,
-    }
+    # the test's settings override the fast leases
+    env = embedded_env(tmp_path / "data", **{"DFKD_LOG_FORMAT": "text", **FAST_LEASES, **settings})
     return start_api(env, tmp_path / "serve.log")
 
 
