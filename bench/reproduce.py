@@ -175,7 +175,7 @@ def run_dfad(setup: Setup, args: argparse.Namespace) -> Row:
         batch_size=args.dfad_batch,
         generator_width=args.dfad_width,
         lr_milestones=milestones,
-        seed=0,
+        seed=args.dfad_seed,
     )
     task = lenet_task(setup)
     result = dfad.distill(task, config, ValidationCurve(task.student, setup.lenet_train, 100))
@@ -184,7 +184,7 @@ def run_dfad(setup: Setup, args: argparse.Namespace) -> Row:
     )
     note = (
         f"{config.iterations} iterations, batch {config.batch_size} (paper 512), "
-        f"generator x{config.generator_width}, SGD lr 0.01, {schedule}"
+        f"generator x{config.generator_width}, SGD lr 0.01, {schedule}, seed {config.seed}"
     )
     return adversarial_row(setup, "dfad", result.student, result.elapsed_seconds, 98.3 / 100, note)
 
@@ -373,6 +373,7 @@ def main() -> None:
     parser.add_argument(
         "--dfad-milestones", type=float, nargs="*", default=list(dfad.PAPER_LR_MILESTONES)
     )
+    parser.add_argument("--dfad-seed", type=int, default=0)
     parser.add_argument("--lopes-families", nargs="*", default=["hinton", "lenet"])
     parser.add_argument("--lopes-records", nargs="*", default=list(LOPES_RECORDS))
     parser.add_argument("--lopes-samples", type=int, default=4096)
