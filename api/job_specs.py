@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag, model_validator
 
 from core.methods.dfad import DFADConfig
 from core.methods.lopes import LopesConfig
-from core.methods.zskt import PAPER_BETA_AT_MEAN_REDUCTION, ZSKTConfig
+from core.methods.zskt import (
+    PAPER_BETA_AT_MEAN_REDUCTION,
+    PAPER_GRAD_CLIP_AT_MEAN_REDUCTION,
+    ZSKTConfig,
+)
 
 _ZSKT = ZSKTConfig()
 _DFAD = DFADConfig()
@@ -75,10 +79,15 @@ class ZSKTHyperparameters(BaseModel):
     temperature: float = Field(
         _ZSKT.temperature, gt=0, le=100, description="softmax temperature of the KL (paper: 1)"
     )
-    grad_clip: float = Field(
-        _ZSKT.grad_clip,
+    grad_clip: float | None = Field(
+        None,
         ge=0,
-        description="gradient-norm clip for both networks; 0 disables (paper: 5)",
+        description=(
+            f"gradient-norm clip for both networks; 0 disables. Unset means "
+            f"{PAPER_GRAD_CLIP_AT_MEAN_REDUCTION:g} x num_classes: the paper's "
+            f"{PAPER_GRAD_CLIP_AT_MEAN_REDUCTION:g} was set for losses averaged over batch and "
+            "classes; the batchmean losses here are C times larger, and so are their gradients"
+        ),
     )
     generator_width: int | None = Field(
         None,
@@ -263,6 +272,16 @@ class JobSpecBase(BaseModel):
         "the deployment's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS, means that setting; the deployment's "
         "hard limit (DFKD_JOB_HARD_TIME_LIMIT_SECONDS) kills a job that cannot reach a checkpoint",
     )
+
+    @model_validator(mode="after")
+    def _evaluation_set_is_held_out(self) -> JobSpecBase:
+        if self.few_shot_dataset_id and self.few_shot_dataset_id == self.evaluation_dataset_id:
+            raise ValueError(
+                "evaluation_dataset_id and few_shot_dataset_id name the same dataset: the report "
+                "would score the student on the images it was fine-tuned on; upload a held-out "
+                "evaluation set of its own"
+            )
+        return self
 
 
 ZSKT_EXAMPLE = {

@@ -38,6 +38,7 @@ def reference_distill(
     """Train `student` in place; `after_iteration(step)` is called after each iteration."""
     config = config.effective(num_classes)
     assert config.beta is not None and config.generator_width is not None
+    assert config.grad_clip is not None
     seed_everything(config.seed)
     teacher = frozen(teacher)
     student.train()

@@ -33,14 +33,27 @@ from core.training import (
 
 # ZSKT's released code weighs attention by 250 against a KL taken with PyTorch's old
 # reduction='mean', which divides by batch x classes. With the true per-sample KL (batchmean)
-# the same balance needs beta = 250 * C.
+# the same balance needs beta = 250 * C. Both losses are then C times the released ones, and so
+# is every gradient: Adam ignores that scale except through its epsilon, the norm clip does not,
+# so the released clip of 5 becomes 5 * C and Adam's epsilon 1e-8 * C: the updates are then the
+# released code's (docs/methods.md, "ZSKT").
 PAPER_BETA_AT_MEAN_REDUCTION = 250.0
+PAPER_GRAD_CLIP_AT_MEAN_REDUCTION = 5.0
+PAPER_ADAM_EPS_AT_MEAN_REDUCTION = 1e-8  # torch's default, which the released code kept
 PAPER_GENERATOR_WIDTH = 128
 CPU_GENERATOR_WIDTH = 32
 
 
 def default_beta(num_classes: int) -> float:
     return PAPER_BETA_AT_MEAN_REDUCTION * num_classes
+
+
+def default_grad_clip(num_classes: int) -> float:
+    return PAPER_GRAD_CLIP_AT_MEAN_REDUCTION * num_classes
+
+
+def adam_eps(num_classes: int) -> float:
+    return PAPER_ADAM_EPS_AT_MEAN_REDUCTION * num_classes
 
 
 @dataclass
@@ -56,7 +69,8 @@ class ZSKTConfig:
     lr_student: float = 2e-3
     beta: float | None = None  # attention weight; None means 250 * num_classes (see above)
     temperature: float = 1.0
-    grad_clip: float = 5.0
+    # gradient-norm clip for both networks; None means 5 * num_classes (see above); 0 turns it off
+    grad_clip: float | None = None
     # The paper's 128 was tuned for a GPU budget; None picks it on CUDA and 32 on a CPU, where the
     # generator dominates the cost (~4x faster, and enough for MNIST-sized problems).
     generator_width: int | None = None
@@ -70,10 +84,13 @@ class ZSKTConfig:
     ) -> ZSKTConfig:
         """This config with every derived default filled in (the device decides the width)."""
         beta = default_beta(num_classes) if self.beta is None else self.beta
+        clip = default_grad_clip(num_classes) if self.grad_clip is None else self.grad_clip
         width = self.generator_width or (
             PAPER_GENERATOR_WIDTH if self.device.startswith("cuda") else CPU_GENERATOR_WIDTH
         )
-        return ZSKTConfig(**{**asdict(self), "beta": beta, "generator_width": width})
+        return ZSKTConfig(
+            **{**asdict(self), "beta": beta, "grad_clip": clip, "generator_width": width}
+        )
 
 
 def _build_state(
@@ -90,7 +107,7 @@ def _build_state(
         image_size=size,
         width=config.generator_width,
     ).to(device)
-    options = optimizer_options or {}
+    options = {**(optimizer_options or {}), "eps": adam_eps(task.num_classes)}
     optimizer_generator = torch.optim.Adam(
         generator.parameters(), lr=config.lr_generator, **options
     )
@@ -118,6 +135,24 @@ def checkpoint_dict(
 Config = ZSKTConfig
 
 
+def student_loss(
+    config: ZSKTConfig,
+    teacher_logits: torch.Tensor,
+    student_logits: torch.Tensor,
+    teacher_activations: list[torch.Tensor],
+    student_activations: list[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """KL + beta * attention (an effective config), with the two terms for the metrics."""
+    assert config.beta is not None, "call with config.effective(...)"
+    loss_kl = kl_divergence(teacher_logits, student_logits, config.temperature)
+    loss_attention = (
+        attention_loss(teacher_activations, student_activations)
+        if student_activations
+        else loss_kl.new_zeros(())
+    )
+    return loss_kl + config.beta * loss_attention, loss_kl, loss_attention
+
+
 def distill(
     task: DistillationTask,
     config: ZSKTConfig,
@@ -127,6 +162,8 @@ def distill(
 ) -> DistillationResult:
     hooks = hooks or TrainingHooks()
     config = config.effective(task.num_classes)
+    assert config.grad_clip is not None
+    clip = config.grad_clip
     device = torch.device(config.device)
     speed = (acceleration or Acceleration()).resolved(device)
     speed.prepare(device)
@@ -178,7 +215,7 @@ def distill(
                     )
                     state.optimizer_generator.zero_grad(set_to_none=True)
                     loss_generator.backward()
-                    clip_and_step(state.optimizer_generator, generator.parameters, config.grad_clip)
+                    clip_and_step(state.optimizer_generator, generator.parameters, clip)
                 student.requires_grad_(True)
 
                 # --- student: match the teacher on this batch; teacher outputs computed once
@@ -192,16 +229,16 @@ def distill(
                     )
                 for _ in range(config.student_steps):
                     student_logits = run_student(pseudo)
-                    loss_kl = kl_divergence(teacher_logits, student_logits, config.temperature)
-                    loss_attention = (
-                        attention_loss(teacher_activations, student_taps.activations)
-                        if teacher_taps.active
-                        else loss_kl.new_zeros(())
+                    loss_student, loss_kl, loss_attention = student_loss(
+                        config,
+                        teacher_logits,
+                        student_logits,
+                        teacher_activations,
+                        student_taps.activations if teacher_taps.active else [],
                     )
-                    loss_student = loss_kl + config.beta * loss_attention
                     state.optimizer_student.zero_grad(set_to_none=True)
                     loss_student.backward()
-                    clip_and_step(state.optimizer_student, student.parameters, config.grad_clip)
+                    clip_and_step(state.optimizer_student, student.parameters, clip)
 
             state.scheduler_generator.step()
             state.scheduler_student.step()
