@@ -40,7 +40,10 @@ class Acceleration:
     channels_last: bool | None = None
     # torch.compile the forward passes: fuses small ops, costs a compile at the start.
     compile: bool = False
-    # bf16 autocast for forward passes (CUDA only): halves memory traffic on tensor-core GPUs.
+    # bf16 autocast for forward passes: halves memory traffic on tensor-core GPUs, but rounds the
+    # logits and tapped activations to an 8-bit mantissa, below the teacher-student differences a
+    # nearly converged student learns from (docs/methods.md, "Precision"). Off unless asked for;
+    # the losses are computed in float32 either way (core/losses.py).
     bf16_autocast: bool | None = None
     # cuDNN autotuning: pays when shapes never change, as in these loops.
     cudnn_benchmark: bool | None = None
@@ -54,7 +57,7 @@ class Acceleration:
             fused_optimizers=_default(self.fused_optimizers, device.type in ("cpu", "cuda")),
             channels_last=_default(self.channels_last, cuda),
             compile=self.compile,
-            bf16_autocast=_default(self.bf16_autocast, cuda and torch.cuda.is_bf16_supported()),
+            bf16_autocast=_default(self.bf16_autocast, False),
             cudnn_benchmark=_default(self.cudnn_benchmark, cuda),
             keep_freed_memory=_default(self.keep_freed_memory, True),
         )
@@ -75,7 +78,7 @@ class Acceleration:
         if self.channels_last:
             module.to(memory_format=torch.channels_last)
         runner: nn.Module = module
-        if self.bf16_autocast and device.type == "cuda":
+        if self.bf16_autocast:
             runner = _Autocast(runner, device.type)
         if self.compile:
             runner = torch.compile(runner)
