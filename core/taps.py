@@ -114,6 +114,16 @@ def attention_recorders(
             "attention transfer disabled: the teacher and student have no attention taps of "
             f"matching spatial size; {without}"
         )
+    elif enabled and len(pairs) < len(teacher_taps):
+        dropped = [
+            f"{teacher_name} ~ {student_name}"
+            for teacher_name, student_name in zip(teacher_taps, student_taps, strict=True)
+            if (teacher_name, student_name) not in pairs
+        ]
+        warning = (
+            f"attention transfer uses {len(pairs)} of {len(teacher_taps)} tap pairs: "
+            f"{', '.join(dropped)} differ in spatial size and are left out"
+        )
     return (
         ActivationRecorder(teacher, tuple(t for t, _ in pairs)),
         ActivationRecorder(student, tuple(s for _, s in pairs)),

@@ -7,7 +7,8 @@ statistics of one signal computed from them:
 - `all_layers`: one raw group per recorded layer (each hidden pre-activation, then logits / tau).
 - `spectral_all_layers`: one group over all layers; the signal is the coefficients of the
   post-activation values in the graph-Fourier basis of the whole network (core.metadata.spectral).
-- `spectral_layer_pairs`: one spectral group per consecutive pair of recorded layers.
+- `spectral_layer_pairs`: one spectral group per pair of recorded layers where the later reads the
+  earlier directly (consecutive layers of a chain, and a residual network's skip connections).
 
 File format: safetensors. Tensors `group{i}.{mean,std,directions,variances,residual,cholesky}`
 (per kind, see core.metadata.statistics), `group{i}.basis` [units, k] and `group{i}.eigenvalues`
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,7 +35,13 @@ from torch import nn
 
 from core.datasets import LabelledImages
 from core.metadata.layers import MetadataError, RecordedLayer, reading_units, recorded_layers
-from core.metadata.spectral import connection_blocks, laplacian_basis, relu_signal
+from core.metadata.spectral import (
+    connection_blocks,
+    laplacian_basis,
+    layer_edges,
+    relu_signal,
+    spectral_capacity,
+)
 from core.metadata.statistics import (
     DEFAULT_RANK,
     FLOAT_BYTES,
@@ -121,7 +129,12 @@ class Metadata:
 # --- planning: what a record holds, before computing anything
 
 
-def group_layers(record: str, layer_count: int) -> list[tuple[int, ...]]:
+def group_layers(
+    record: str, layer_count: int, edges: list[tuple[int, int]] | None = None
+) -> list[tuple[int, ...]]:
+    """The layers of each group. Layer pairs are the `edges` of the teacher's layer graph (pairs
+    where the later layer reads the earlier directly: consecutive layers in a chain, and skip
+    connections too); without them, consecutive layers."""
     if record == "top_layer":
         return [(layer_count - 1,)]
     if record == "all_layers":
@@ -131,16 +144,22 @@ def group_layers(record: str, layer_count: int) -> list[tuple[int, ...]]:
     if record == "spectral_layer_pairs":
         if layer_count < 2:
             return [(0,)]  # a logits-only network: its one "pair" is the logits alone
-        return [(i, i + 1) for i in range(layer_count - 1)]
+        if edges is None:
+            edges = [(i, i + 1) for i in range(layer_count - 1)]
+        return sorted(edges)
     raise MetadataError(f"unknown record {record!r}; choose one of {list(RECORD_TYPES)}")
 
 
-def spectral_capacity(layers: list[RecordedLayer], chain: tuple[int, ...]) -> int:
-    """Most coefficients a chain's basis can have: the smaller of its even and odd layers' units
-    (the rank bound of core.metadata.spectral; one layer alone keeps all its units)."""
-    even = sum(layers[i].units for i in chain[::2])
-    odd = sum(layers[i].units for i in chain[1::2])
-    return min(even, odd) if odd else even
+def within_group(
+    chain: tuple[int, ...], edges: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """Each edge joining two layers of `chain` -> the same edge numbered by position in the chain."""
+    position = {layer: index for index, layer in enumerate(chain)}
+    return {
+        (lower, upper): (position[lower], position[upper])
+        for lower, upper in edges
+        if lower in position and upper in position
+    }
 
 
 def _is_spectral(record: str) -> bool:
@@ -164,11 +183,14 @@ def estimate_bytes(
     if stats not in STATS_KINDS:
         raise MetadataError(f"unknown statistics kind {stats!r}; choose one of {list(STATS_KINDS)}")
     layers = recorded_layers(teacher, input_shape)
+    edges = layer_edges(teacher, layers, input_shape) if _is_spectral(record) else []
     total = num_classes * 8  # counts, int64
-    for chain in group_layers(record, len(layers)):
+    for chain in group_layers(record, len(layers), edges):
         units = sum(layers[i].units for i in chain)
         if _is_spectral(record):
-            k = min(components or default_components(units), spectral_capacity(layers, chain))
+            local_edges = list(within_group(chain, edges).values())
+            capacity = spectral_capacity([layers[i].units for i in chain], local_edges)
+            k = min(components or default_components(units), capacity)
             total += (units * k + k) * FLOAT_BYTES + stats_bytes(stats, k, num_classes, rank)
         else:
             total += stats_bytes(stats, units, num_classes, rank)
@@ -215,16 +237,18 @@ def record_metadata(
         raise MetadataError(f"class(es) {missing} have fewer than 2 examples; each class needs 2+")
 
     # --- the graph bases first (spectral records only): they define what is measured
-    chains = group_layers(record, len(layers))
+    blocks = connection_blocks(teacher, layers, input_shape) if _is_spectral(record) else {}
+    chains = group_layers(record, len(layers), list(blocks))
     bases: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     for chain in chains:
         if not _is_spectral(record):
             bases.append(None)
             continue
-        chain_layers = [layers[i] for i in chain]
-        sizes = [layer.units for layer in chain_layers]
-        blocks = connection_blocks(teacher, chain_layers, input_shape)
-        bases.append(laplacian_basis(blocks, sizes, components or default_components(sum(sizes))))
+        sizes = [layers[i].units for i in chain]
+        group_blocks = {local: blocks[edge] for edge, local in within_group(chain, blocks).items()}
+        bases.append(
+            laplacian_basis(group_blocks, sizes, components or default_components(sum(sizes)))
+        )
 
     # --- one pass over the owner's data, keeping each group's signal
     signals: list[list[torch.Tensor]] = [[] for _ in chains]
@@ -234,6 +258,7 @@ def record_metadata(
         with reading_units(teacher, layers, temperature) as read:
             for start in range(0, len(data.images), batch_size):
                 units = [u.cpu() for u in read(data.images[start : start + batch_size].to(device))]
+                _check_finite(units, layers, start)
                 for index, (chain, basis) in enumerate(zip(chains, bases, strict=True)):
                     signals[index].append(
                         group_signal(chain, None if basis is None else basis[0], units)
@@ -244,7 +269,7 @@ def record_metadata(
     groups = [
         SignalGroup(
             chain,
-            ClassStatistics.fit(stats, torch.cat(signal), labels, num_classes, rank),
+            _fit(stats, torch.cat(signal), labels, num_classes, rank, [layers[i] for i in chain]),
             None if basis is None else basis[0],
             None if basis is None else basis[1],
         )
@@ -263,6 +288,33 @@ def record_metadata(
         counts=counts,
         teacher_sha256=teacher_fingerprint(teacher),
     )
+
+
+def _check_finite(units: list[torch.Tensor], layers: list[RecordedLayer], start: int) -> None:
+    """A non-finite activation would poison every statistic of its layer: name it at once."""
+    for layer, values in zip(layers, units, strict=True):
+        if not torch.isfinite(values).all():
+            row = int((~torch.isfinite(values)).any(dim=1).nonzero()[0, 0]) + start
+            raise MetadataError(
+                f"layer {layer.name!r} gives NaN or infinite activations on example {row} of "
+                "the data: check the images (finite, normalised as the teacher expects) and the "
+                "teacher's weights"
+            )
+
+
+def _fit(
+    stats: str,
+    signal: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    rank: int,
+    layers: list[RecordedLayer],
+) -> ClassStatistics:
+    what = "the signal of layer(s) " + ", ".join(repr(layer.name) for layer in layers)
+    try:
+        return ClassStatistics.fit(stats, signal, labels, num_classes, rank, what=what)
+    except ValueError as error:
+        raise MetadataError(str(error)) from None
 
 
 # --- the file

@@ -2,14 +2,17 @@
 
 The formulation (also in docs/lopes-spectral.md):
 
-Graph. Vertices are the units of a chain of consecutive recorded layers l_a, ..., l_b (hidden
-pre-activations, flattened, then the logits). Between consecutive layers l and l+1, the edge weight
-between unit i of l and unit j of l+1 is
+Graph. Vertices are the units of a group of recorded layers (hidden pre-activations, flattened,
+then the logits). Layer u is joined to an earlier layer l when u reads l directly: along a path of
+the forward pass that crosses no other recorded layer (in a chain, l and l+1; in a residual
+network also the skip connections, e.g. a block's input to the layer after the addition). The edge
+weight between unit i of l and unit j of u is
 
-    A[j, i] = d z_{l+1, j} / d z_{l, i}   in the teacher with every Linear/Conv2d weight replaced by
-                                           its absolute value and every bias set to zero
+    A[j, i] = d z_{u, j} / d z_{l, i}   in the teacher with every Linear/Conv2d weight replaced by
+                                         its absolute value and every bias set to zero, and every
+                                         other recorded layer's output held at zero
 
-measured by pushing unit impulses through the network from layer l's output to layer l+1's output.
+measured by pushing unit impulses through the network from layer l's output to every later layer.
 Every signal in that network is non-negative, so ReLU passes it unchanged and max pooling routes
 an impulse to the pooled unit whose window holds it: for a Linear layer A = |W|; for a conv layer
 A is the unrolled convolution with |W| (composed with whatever pooling/flattening lies between), so
@@ -24,7 +27,11 @@ normalised biadjacency B = D_e^-1/2 A_eo D_o^-1/2: for each singular triplet (s,
 (u; v) / sqrt 2 is an eigenvector of L with eigenvalue 1 - s. That costs one dense SVD whose small
 side is the smaller part (1 200 for Hinton-1200, 1 684 for LeNet-5: seconds on a CPU) instead of a
 sparse eigensolver, and k is capped at rank(B): past it the eigenvalue 1 is degenerate and its
-eigenvectors arbitrary. Each eigenvector's sign is fixed so that its largest-magnitude entry is
+eigenvectors arbitrary. A chain is always bipartite (even vs odd layers), and so is a residual
+network whose skips jump an even number of layers; when the layer graph has an odd cycle (a
+1x1-conv shortcut beside two convs), the basis comes from a dense symmetric eigendecomposition of
+D^-1/2 A D^-1/2 instead (its largest eigenvalues are L's smallest), which is refused above
+MAX_DENSE_VERTICES units. Each eigenvector's sign is fixed so that its largest-magnitude entry is
 positive; the basis is stored in the record anyway, so the service never recomputes it.
 
 Signal and coefficients. The signal on the vertices is the post-activation value of each unit:
@@ -41,19 +48,16 @@ graph per consecutive pair (l, l+1), each with its own basis and statistics.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from core.metadata.layers import RecordedLayer
+from core.metadata.layers import MetadataError, RecordedLayer
 
 IMPULSE_BATCH = 512
-
-
-class _Reached(Exception):
-    """Raised from a hook to end a forward pass once the layer of interest has run."""
+MAX_DENSE_VERTICES = 12_000  # a float64 eigendecomposition of 12 000^2: ~1 GB, minutes on a CPU
 
 
 def _absolute_network(model: nn.Module) -> nn.Module:
@@ -75,114 +79,199 @@ def _absolute_network(model: nn.Module) -> nn.Module:
     return network.requires_grad_(False)
 
 
+Edges = dict[tuple[int, int], torch.Tensor]  # (lower, upper) layer indices -> A [upper, lower]
+
+
 def connection_blocks(
     model: nn.Module, layers: list[RecordedLayer], input_shape: tuple[int, int, int]
-) -> list[torch.Tensor]:
-    """For each consecutive pair (l, l+1) of `layers`, A_l [units_{l+1}, units_l] as defined above."""
+) -> Edges:
+    """A_{l,u} [units_u, units_l] for every pair l < u of `layers` (in forward order) where u reads
+    l directly, as defined above; pairs with no connection are left out."""
     network = _absolute_network(model)
     modules = dict(network.named_modules())
     device = next(network.parameters()).device
-    blocks = []
-    for lower, upper in itertools.pairwise(layers):
-        columns = []
-        for start in range(0, lower.units, IMPULSE_BATCH):
-            count = min(IMPULSE_BATCH, lower.units - start)
-            impulses = torch.zeros(count, lower.units, device=device)
+    blocks: Edges = {}
+    for lower, layer in enumerate(layers[:-1]):
+        columns: dict[int, list[torch.Tensor]] = {}
+        for start in range(0, layer.units, IMPULSE_BATCH):
+            count = min(IMPULSE_BATCH, layer.units - start)
+            impulses = torch.zeros(count, layer.units, device=device)
             impulses[torch.arange(count), torch.arange(start, start + count)] = 1.0
-            response = _response(network, modules, lower, upper, impulses, input_shape)
-            columns.append(response.T.cpu())
-        blocks.append(torch.cat(columns, dim=1))
+            responses = _direct_responses(network, modules, layers, lower, impulses, input_shape)
+            for upper, response in responses.items():
+                columns.setdefault(upper, []).append(response.T.cpu())
+        for upper, parts in columns.items():
+            block = torch.cat(parts, dim=1)
+            if block.any():
+                blocks[(lower, upper)] = block
     return blocks
 
 
-def _response(
+def layer_edges(
+    model: nn.Module, layers: list[RecordedLayer], input_shape: tuple[int, int, int]
+) -> list[tuple[int, int]]:
+    """The pairs (l, u) that `connection_blocks` would return, from one all-ones impulse per layer
+    (cheap: for planning a record before recording it)."""
+    network = _absolute_network(model)
+    modules = dict(network.named_modules())
+    device = next(network.parameters()).device
+    edges = []
+    for lower, layer in enumerate(layers[:-1]):
+        impulse = torch.ones(1, layer.units, device=device)
+        responses = _direct_responses(network, modules, layers, lower, impulse, input_shape)
+        edges += [(lower, upper) for upper, response in responses.items() if response.any()]
+    return edges
+
+
+def _direct_responses(
     network: nn.Module,
     modules: dict[str, nn.Module],
-    lower: RecordedLayer,
-    upper: RecordedLayer,
+    layers: list[RecordedLayer],
+    lower: int,
     impulses: torch.Tensor,
     input_shape: tuple[int, int, int],
-) -> torch.Tensor:
-    """Output of `upper` [B, units] when `lower`'s output is replaced by `impulses` [B, units]."""
-    seen: list[torch.Tensor] = []
+) -> dict[int, torch.Tensor]:
+    """Output [B, units] of every layer after `lower` when `lower`'s output is replaced by
+    `impulses` [B, units] and every other recorded layer's output by zeros (after it is read), so
+    each response holds only the paths that cross no other recorded layer."""
+    seen: dict[int, torch.Tensor] = {}
 
     def replace(_module: nn.Module, _inputs: object, _output: torch.Tensor) -> torch.Tensor:
-        return impulses.view(len(impulses), *lower.shape)
+        return impulses.view(len(impulses), *layers[lower].shape)
 
-    def stop(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        seen.append(output.flatten(1))
-        raise _Reached
+    def read_then_cut(index: int) -> Callable[[nn.Module, object, torch.Tensor], torch.Tensor]:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> torch.Tensor:
+            if index > lower:
+                seen[index] = output.flatten(1).clone()
+            return torch.zeros_like(output)
 
-    handles = [
-        modules[lower.name].register_forward_hook(replace),
-        modules[upper.name].register_forward_hook(stop),
+        return hook
+
+    handles = [modules[layers[lower].name].register_forward_hook(replace)]
+    handles += [
+        modules[layer.name].register_forward_hook(read_then_cut(index))
+        for index, layer in enumerate(layers)
+        if index != lower
     ]
     try:
         with torch.no_grad():
             network(torch.zeros(len(impulses), *input_shape, device=impulses.device))
-    except _Reached:
-        pass
     finally:
         for handle in handles:
             handle.remove()
-    if not seen:
-        raise RuntimeError(f"layer {upper.name!r} did not run after {lower.name!r}")
-    return seen[0]
+    missing = [layers[i].name for i in range(lower + 1, len(layers)) if i not in seen]
+    if missing:
+        raise RuntimeError(f"layer(s) {missing} did not run after {layers[lower].name!r}")
+    return seen
 
 
-def _bipartite_parts(sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vertex indices of the even-numbered and the odd-numbered layers of the chain."""
+def two_colouring(edges: list[tuple[int, int]], layer_count: int) -> list[int] | None:
+    """A side (0 or 1) per layer with every edge joining the two sides, or None when the layer
+    graph has an odd cycle. Layers without edges go to side 0."""
+    side: list[int | None] = [None] * layer_count
+    neighbours: dict[int, list[int]] = {i: [] for i in range(layer_count)}
+    for lower, upper in edges:
+        neighbours[lower].append(upper)
+        neighbours[upper].append(lower)
+    for root in range(layer_count):
+        if side[root] is not None:
+            continue
+        side[root], queue = 0, [root]
+        while queue:
+            layer = queue.pop()
+            for other in neighbours[layer]:
+                if side[other] is None:
+                    side[other] = 1 - side[layer]  # type: ignore[operator]
+                    queue.append(other)
+                elif side[other] == side[layer]:
+                    return None
+    return [int(s) for s in side]  # type: ignore[arg-type]
+
+
+def _offsets(sizes: list[int]) -> list[int]:
     offsets = [0]
     for size in sizes:
         offsets.append(offsets[-1] + size)
-    even = [torch.arange(offsets[i], offsets[i + 1]) for i in range(0, len(sizes), 2)]
-    odd = [torch.arange(offsets[i], offsets[i + 1]) for i in range(1, len(sizes), 2)]
-    return torch.cat(even), torch.cat(odd) if odd else torch.zeros(0, dtype=torch.long)
+    return offsets
 
 
-def _biadjacency(blocks: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
-    """The [even units, odd units] block of A (float64): every edge joins an even and an odd layer."""
-    even_offsets, odd_offsets = {}, {}
-    even_total = odd_total = 0
-    for index, size in enumerate(sizes):
-        if index % 2 == 0:
-            even_offsets[index], even_total = even_total, even_total + size
-        else:
-            odd_offsets[index], odd_total = odd_total, odd_total + size
-    biadjacency = torch.zeros(even_total, odd_total, dtype=torch.float64)
-    for lower, block in enumerate(blocks):  # block [units of lower + 1, units of lower]
-        upper = lower + 1
-        even, odd = (lower, upper) if lower % 2 == 0 else (upper, lower)
-        part = block.double() if even == upper else block.double().T
-        rows = slice(even_offsets[even], even_offsets[even] + sizes[even])
-        cols = slice(odd_offsets[odd], odd_offsets[odd] + sizes[odd])
-        biadjacency[rows, cols] = part
-    return biadjacency
+def _adjacency(blocks: Edges, sizes: list[int]) -> torch.Tensor:
+    """The symmetric [n, n] adjacency (float64) of the whole graph."""
+    offsets = _offsets(sizes)
+    adjacency = torch.zeros(offsets[-1], offsets[-1], dtype=torch.float64)
+    for (lower, upper), block in blocks.items():
+        rows = slice(offsets[upper], offsets[upper + 1])
+        cols = slice(offsets[lower], offsets[lower + 1])
+        adjacency[rows, cols] = block.double()
+        adjacency[cols, rows] = block.double().T
+    return adjacency
 
 
 def _inverse_sqrt(degree: torch.Tensor) -> torch.Tensor:
     return torch.where(degree > 0, degree.clamp_min(1e-300).rsqrt(), torch.zeros_like(degree))
 
 
+def spectral_capacity(sizes: list[int], edges: list[tuple[int, int]]) -> int:
+    """Most coefficients a group's basis can have: the smaller side's units for a bipartite graph
+    (the rank bound below), all units otherwise; one layer alone keeps all its units."""
+    side = two_colouring(edges, len(sizes))
+    if len(sizes) == 1 or side is None:
+        return sum(sizes)
+    ones = sum(size for size, s in zip(sizes, side, strict=True) if s)
+    zeros = sum(sizes) - ones
+    return min(zeros, ones) if ones else zeros
+
+
 def laplacian_basis(
-    blocks: list[torch.Tensor], sizes: list[int], components: int
+    blocks: Edges, sizes: list[int], components: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The lowest-frequency eigenvectors U [n, k] (float32, orthonormal columns) of the normalised
-    Laplacian of the layered graph, and their eigenvalues [k] in increasing order.
+    Laplacian of the layer graph, and their eigenvalues [k] in increasing order.
 
-    The graph is bipartite (even vs odd layers), so with the normalised biadjacency
-    B = D_e^-1/2 A_eo D_o^-1/2 and its singular triplets (s_i, u_i, v_i), the vectors (u_i; v_i) / sqrt 2
+    Bipartite graphs (every chain): with the sides' normalised biadjacency
+    B = D_0^-1/2 A_01 D_1^-1/2 and its singular triplets (s_i, u_i, v_i), the vectors (u_i; v_i) / sqrt 2
     are eigenvectors of L with eigenvalue 1 - s_i: a thin SVD of B (dense, exact, no sparse solver)
-    gives the whole low-frequency half of the spectrum. k is at most rank(B) <= the smaller part's
-    size: beyond it the eigenvalue 1 is degenerate and its eigenvectors arbitrary. A chain of one
-    layer has no edges; its basis is the units themselves.
+    gives the whole low-frequency half of the spectrum. k is at most rank(B) <= the smaller side's
+    size: beyond it the eigenvalue 1 is degenerate and its eigenvectors arbitrary. Other graphs: a
+    dense eigendecomposition, k at most the count of positive eigenvalues of D^-1/2 A D^-1/2. A
+    group of one layer has no edges; its basis is the units themselves.
     """
     n = sum(sizes)
     if len(sizes) == 1:
         k = min(components, n)
         return torch.eye(n, k), torch.ones(k)
-    even, odd = _bipartite_parts(sizes)
-    biadjacency = _biadjacency(blocks, sizes)
+    side = two_colouring(list(blocks), len(sizes))
+    if side is None:
+        vectors, eigenvalues = _dense_basis(blocks, sizes, components)
+    else:
+        vectors, eigenvalues = _bipartite_basis(blocks, sizes, side, components)
+    peaks = vectors.abs().argmax(dim=0)
+    vectors *= vectors[peaks, torch.arange(vectors.shape[1])].sign()
+    return vectors.float(), eigenvalues.float()
+
+
+def _bipartite_basis(
+    blocks: Edges, sizes: list[int], side: list[int], components: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    offsets = _offsets(sizes)
+    parts = [
+        torch.cat(
+            [torch.arange(offsets[i], offsets[i + 1]) for i in range(len(sizes)) if side[i] == s]
+            or [torch.zeros(0, dtype=torch.long)]
+        )
+        for s in (0, 1)
+    ]
+    # each layer's offset within its side: the [side 0 units, side 1 units] block of A
+    within, totals = [0] * len(sizes), [0, 0]
+    for index, size in enumerate(sizes):
+        within[index], totals[side[index]] = totals[side[index]], totals[side[index]] + size
+    biadjacency = torch.zeros(totals[0], totals[1], dtype=torch.float64)
+    for (lower, upper), block in blocks.items():  # block [units of upper, units of lower]
+        zero, one = (lower, upper) if side[lower] == 0 else (upper, lower)
+        part = block.double() if zero == upper else block.double().T
+        rows = slice(within[zero], within[zero] + sizes[zero])
+        cols = slice(within[one], within[one] + sizes[one])
+        biadjacency[rows, cols] = part
     normalised = (
         _inverse_sqrt(biadjacency.sum(1))[:, None]
         * biadjacency
@@ -191,12 +280,29 @@ def laplacian_basis(
     left, singular, right_t = torch.linalg.svd(normalised, full_matrices=False)
     rank = int((singular > singular[0] * 1e-9).sum()) if len(singular) else 0
     k = max(1, min(components, rank))
-    vectors = torch.zeros(n, k, dtype=torch.float64)
-    vectors[even] = left[:, :k] / math.sqrt(2)
-    vectors[odd] = right_t[:k].T / math.sqrt(2)
-    peaks = vectors.abs().argmax(dim=0)
-    vectors *= vectors[peaks, torch.arange(k)].sign()
-    return vectors.float(), (1.0 - singular[:k]).float()
+    vectors = torch.zeros(sum(sizes), k, dtype=torch.float64)
+    vectors[parts[0]] = left[:, :k] / math.sqrt(2)
+    vectors[parts[1]] = right_t[:k].T / math.sqrt(2)
+    return vectors, 1.0 - singular[:k]
+
+
+def _dense_basis(
+    blocks: Edges, sizes: list[int], components: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    n = sum(sizes)
+    if n > MAX_DENSE_VERTICES:
+        raise MetadataError(
+            f"this teacher's layer graph is not bipartite (a shortcut beside a path of odd length) "
+            f"and has {n} units: its spectral basis needs a dense eigendecomposition, done up to "
+            f"{MAX_DENSE_VERTICES} units; use a top_layer or all_layers record, or record fewer layers"
+        )
+    adjacency = _adjacency(blocks, sizes)
+    scale = _inverse_sqrt(adjacency.sum(1))
+    values, vectors = torch.linalg.eigh(scale[:, None] * adjacency * scale[None, :])
+    order = values.flip(0)  # largest first: L = I - S has them as its smallest
+    positive = int((order > order[0] * 1e-9).sum())
+    k = max(1, min(components, positive))
+    return vectors.flip(1)[:, :k].clone(), 1.0 - order[:k]
 
 
 def relu_signal(units: list[torch.Tensor]) -> torch.Tensor:

@@ -26,6 +26,7 @@ STATS_KINDS = ("diagonal", "lowrank", "full")
 DEFAULT_RANK = 16
 FLOAT_BYTES = 4  # everything is stored as float32
 RIDGE = 1e-4  # relative to the mean variance; keeps singular class covariances factorable
+MAX_RIDGE = 1e2  # a covariance that needs more than this is broken, not merely singular
 
 
 def _check_kind(kind: str) -> None:
@@ -85,9 +86,13 @@ class ClassStatistics:
         labels: torch.Tensor,
         classes: int,
         rank: int = DEFAULT_RANK,
+        what: str = "the signal",
     ) -> ClassStatistics:
-        """Statistics of `signal` [N, d] for each class in range(classes); each needs 2+ examples."""
+        """Statistics of `signal` [N, d] for each class in range(classes); each needs 2+ examples.
+        `what` names the signal in error messages."""
         _check_kind(kind)
+        if not torch.isfinite(signal).all():
+            raise ValueError(f"{what} holds NaN or infinite values; statistics need finite ones")
         shapes = tensor_shapes(kind, signal.shape[1], classes, rank)
         tensors = {name: torch.zeros(shape) for name, shape in shapes.items()}
         for c in range(classes):
@@ -105,7 +110,10 @@ class ClassStatistics:
                 tensors["variances"][c] = variances.float()
                 tensors["residual"][c] = residual.float()
             else:
-                tensors["cholesky"][c] = _pack(_cholesky(centred)).float()
+                try:
+                    tensors["cholesky"][c] = _pack(_cholesky(centred)).float()
+                except ValueError as error:
+                    raise ValueError(f"{what}, class {c}: {error}") from None
         return cls(kind, tensors)
 
     # --- sampling on the service's side
@@ -163,15 +171,20 @@ def _principal(centred: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Te
 
 
 def _cholesky(centred: torch.Tensor) -> torch.Tensor:
+    """The Cholesky factor of the sample covariance, with the smallest ridge (RIDGE, then x10 up
+    to MAX_RIDGE, relative to the mean variance) that makes it factorable."""
     covariance = centred.T @ centred / (len(centred) - 1)
+    if not torch.isfinite(covariance).all():
+        raise ValueError("the covariance is not finite (values too large for float64)")
     scale = covariance.diagonal().mean().clamp_min(1e-12)
     eye = torch.eye(len(covariance), dtype=covariance.dtype)
     ridge = RIDGE
-    while True:
+    while ridge <= MAX_RIDGE:
         factor, info = torch.linalg.cholesky_ex(covariance + ridge * scale * eye)
         if info.item() == 0:
             return factor
         ridge *= 10
+    raise ValueError(f"the covariance is not factorable even with a ridge of {MAX_RIDGE:g}")
 
 
 def _pack(factor: torch.Tensor) -> torch.Tensor:

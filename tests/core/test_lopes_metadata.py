@@ -24,7 +24,7 @@ from core.metadata import (
     recorded_layers,
     save_metadata,
 )
-from core.metadata.spectral import connection_blocks, laplacian_basis
+from core.metadata.spectral import connection_blocks, laplacian_basis, layer_edges
 from core.models import build
 
 SHAPE = (1, 6, 6)
@@ -163,14 +163,15 @@ def test_diagonal_samples_have_the_recorded_spread_per_class() -> None:
 def test_linear_connection_blocks_are_absolute_weights() -> None:
     teacher = tiny_mlp()
     blocks = connection_blocks(teacher, recorded_layers(teacher, SHAPE), SHAPE)
-    torch.testing.assert_close(blocks[0], teacher[3].weight.abs())
-    torch.testing.assert_close(blocks[1], teacher[5].weight.abs())
+    assert list(blocks) == [(0, 1), (1, 2)]  # a chain: consecutive layers only
+    torch.testing.assert_close(blocks[(0, 1)], teacher[3].weight.abs())
+    torch.testing.assert_close(blocks[(1, 2)], teacher[5].weight.abs())
 
 
 def test_conv_connection_blocks_unroll_the_convolution_through_max_pooling() -> None:
     lenet = build("lenet5").eval()
     layers = recorded_layers(lenet, (1, 32, 32))[:2]
-    (block,) = connection_blocks(lenet, layers, (1, 32, 32))
+    (block,) = connection_blocks(lenet, layers, (1, 32, 32)).values()
     assert block.shape == (1600, 4704)
     # each conv2 unit sees 6 channels x 5 x 5 pooled positions, each pooling 2 x 2 conv1 units
     assert ((block > 0).sum(1) == 6 * 5 * 5 * 4).all()
@@ -189,8 +190,8 @@ def test_spectral_basis_is_orthonormal_low_frequency_eigenvectors_of_the_laplaci
     torch.testing.assert_close(basis.T @ basis, torch.eye(10), atol=1e-5, rtol=0)
 
     adjacency = torch.zeros(36, 36, dtype=torch.float64)
-    adjacency[20:32, :20] = blocks[0].double()
-    adjacency[32:, 20:32] = blocks[1].double()
+    adjacency[20:32, :20] = blocks[(0, 1)].double()
+    adjacency[32:, 20:32] = blocks[(1, 2)].double()
     adjacency = adjacency + adjacency.T
     scale = adjacency.sum(1).rsqrt()
     laplacian = torch.eye(36, dtype=torch.float64) - scale[:, None] * adjacency * scale[None, :]
@@ -234,3 +235,86 @@ def test_classes_need_two_examples() -> None:
     lonely = LabelledImages(data.images, torch.where(data.labels == 3, 2, data.labels))
     with pytest.raises(MetadataError, match=r"class\(es\) \[3\]"):
         record_metadata(tiny_mlp(), lonely, "top_layer", "diagonal")
+
+
+class _Residual(nn.Module):
+    """stem -> [a -> b] + skip -> head; with `shortcut`, the skip is a Linear of its own."""
+
+    def __init__(self, shortcut: bool) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = nn.Linear(36, 6)
+        self.a, self.b = nn.Linear(6, 5), nn.Linear(5, 6)
+        self.shortcut = nn.Linear(6, 6) if shortcut else None
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.stem(x.flatten(1)))
+        branch = self.b(torch.relu(self.a(hidden)))
+        skip = self.shortcut(hidden) if self.shortcut is not None else hidden
+        return self.head(torch.relu(branch + skip))
+
+
+def _check_basis(blocks: dict, sizes: list[int], components: int) -> None:
+    """U's columns are orthonormal eigenvectors of the normalised Laplacian built from `blocks`,
+    with the lowest eigenvalues."""
+    basis, eigenvalues = laplacian_basis(blocks, sizes, components=components)
+    k = basis.shape[1]
+    torch.testing.assert_close(basis.T @ basis, torch.eye(k), atol=1e-5, rtol=0)
+    n, offsets = sum(sizes), [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + size)
+    adjacency = torch.zeros(n, n, dtype=torch.float64)
+    for (lower, upper), block in blocks.items():
+        adjacency[offsets[upper] : offsets[upper + 1], offsets[lower] : offsets[lower + 1]] = (
+            block.double()
+        )
+    adjacency = adjacency + adjacency.T
+    scale = adjacency.sum(1).rsqrt()
+    laplacian = torch.eye(n, dtype=torch.float64) - scale[:, None] * adjacency * scale[None, :]
+    spectrum = torch.linalg.eigvalsh(laplacian)
+    torch.testing.assert_close(eigenvalues.double(), spectrum[:k], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        laplacian @ basis.double(), basis.double() * eigenvalues.double(), atol=1e-5, rtol=0
+    )
+
+
+def test_a_residual_networks_graph_holds_its_skip_edges() -> None:
+    network = _Residual(shortcut=False).eval()
+    layers = recorded_layers(network, SHAPE)
+    assert [layer.name for layer in layers] == ["stem", "a", "b", "head"]
+    blocks = connection_blocks(network, layers, SHAPE)
+    # the skip: head reads stem's output directly, around a and b
+    assert sorted(blocks) == [(0, 1), (0, 3), (1, 2), (2, 3)]
+    torch.testing.assert_close(blocks[(0, 3)], network.head.weight.abs())
+    torch.testing.assert_close(blocks[(2, 3)], network.head.weight.abs())
+    torch.testing.assert_close(blocks[(0, 1)], network.a.weight.abs())
+    assert layer_edges(network, layers, SHAPE) == sorted(blocks)
+    _check_basis(blocks, [layer.units for layer in layers], components=5)
+
+
+def test_a_shortcut_layer_makes_an_odd_cycle_and_still_gets_its_basis() -> None:
+    network = _Residual(shortcut=True).eval()
+    layers = recorded_layers(network, SHAPE)
+    assert [layer.name for layer in layers] == ["stem", "a", "b", "shortcut", "head"]
+    blocks = connection_blocks(network, layers, SHAPE)
+    assert sorted(blocks) == [(0, 1), (0, 3), (1, 2), (2, 4), (3, 4)]
+    assert (2, 3) not in blocks  # b and the shortcut are siblings, not a chain
+    _check_basis(blocks, [layer.units for layer in layers], components=8)
+
+
+@pytest.mark.parametrize("record", ["spectral_all_layers", "spectral_layer_pairs"])
+def test_spectral_records_of_a_residual_teacher_cover_every_connection(record: str) -> None:
+    network = _Residual(shortcut=True).eval()
+    data = LabelledImages(torch.randn(80, *SHAPE), torch.arange(80) % 4)
+    metadata = record_metadata(network, data, record, "full", components=6)
+    if record == "spectral_layer_pairs":
+        assert [group.layers for group in metadata.groups] == [
+            (0, 1),
+            (0, 3),
+            (1, 2),
+            (2, 4),
+            (3, 4),
+        ]
+    estimate = estimate_bytes(network, SHAPE, 4, record, "full", components=6)
+    assert abs(len(metadata_bytes(metadata)) - estimate) < 8192
