@@ -156,13 +156,22 @@ def _dataset(client: TestClient, images: np.ndarray, labels: np.ndarray) -> str:
 
 def test_datasets_must_fit_the_teacher(client: TestClient, teacher_id: str) -> None:
     fitting = _dataset(client, np.zeros((4, 1, 32, 32), np.uint8), np.arange(4))
+    fitting_too = _dataset(client, np.ones((4, 1, 32, 32), np.uint8), np.arange(4))
     wrong_size = _dataset(client, np.zeros((4, 28, 28), np.uint8), np.arange(4))
     wrong_labels = _dataset(client, np.zeros((4, 1, 32, 32), np.uint8), np.array([0, 1, 2, 12]))
     accepted = client.post(
         "/v1/jobs",
-        json=job_body(teacher_id, evaluation_dataset_id=fitting, few_shot_dataset_id=fitting),
+        json=job_body(teacher_id, evaluation_dataset_id=fitting, few_shot_dataset_id=fitting_too),
     )
     assert accepted.status_code == 202, accepted.text
+    # the report would score the student on the images it was fine-tuned on
+    same = client.post(
+        "/v1/jobs",
+        json=job_body(teacher_id, evaluation_dataset_id=fitting, few_shot_dataset_id=fitting),
+    )
+    assert same.status_code == 422, same.text
+    message = same.json()["error"]["message"]
+    assert "evaluation_dataset_id" in message and "few_shot_dataset_id" in message
     assert (
         accepted.json()["evaluation_dataset_id"] == fitting
         and accepted.json()["few_shot_per_class"] == 100
