@@ -418,6 +418,53 @@ def utilisation(flops_per_second: float | None, peak: float) -> str:
     return f"{100 * flops_per_second / peak:.1f}%" if flops_per_second and peak else "-"
 
 
+def why_missing(row: dict[str, Any]) -> str:
+    return str(row.get("skipped") or row.get("error"))
+
+
+def gibibytes(row: dict[str, Any]) -> str:
+    memory = row["peak_memory_bytes"]
+    return "-" if memory is None else f"{memory / 2**30:.2f} GiB"
+
+
+def table(
+    groups: dict[str, dict[str, dict[str, Any]]],
+    measured_key: str,
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> list[str]:
+    """Markdown rows: group, name, then the row's cells, or why it has none."""
+    return [
+        "| "
+        + " | ".join([group, name, *(cells(row) if measured_key in row else [why_missing(row)])])
+        + " |"
+        for group, rows in groups.items()
+        for name, row in rows.items()
+    ]
+
+
+def loop_cells(row: dict[str, Any], peaks: dict[str, float]) -> list[str]:
+    flops = (row["flops_per_iteration"] or 0) * row["iterations_per_second"]
+    return [
+        f"{row['iterations_per_second']:.2f}",
+        f"{row['pseudo_samples_per_second']:.0f}",
+        f"{row['projected_schedule_hours']:.2f} h ({row['paper_schedule_iterations']} it)",
+        utilisation(flops, peaks["bfloat16"]),
+        utilisation(flops, peaks["tf32"]),
+        gibibytes(row),
+        f"{row['warm_up_seconds']:.1f}",
+    ]
+
+
+def step_cells(row: dict[str, Any], peaks: dict[str, float]) -> list[str]:
+    rate = row["flops_per_second"]
+    return [
+        f"{1000 * row['seconds_per_step']:.2f}",
+        "-" if rate is None else f"{rate / 1e12:.1f}",
+        utilisation(rate, peaks["bfloat16"]),
+        gibibytes(row),
+    ]
+
+
 def render_gpu(figures: dict[str, Any], command: str) -> str:
     facts, peaks = figures["facts"], figures["peaks"]
     lines = [
@@ -431,21 +478,7 @@ def render_gpu(figures: dict[str, Any], command: str) -> str:
         "vs bf16 peak | vs TF32 peak | peak memory | warm-up s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for method, rows in figures["loops"].items():
-        for name, row in rows.items():
-            if "iterations_per_second" not in row:
-                lines.append(f"| {method} | {name} | {row.get('skipped') or row.get('error')} |")
-                continue
-            flops = (row["flops_per_iteration"] or 0) * row["iterations_per_second"]
-            memory = row["peak_memory_bytes"]
-            lines.append(
-                f"| {method} | {name} | {row['iterations_per_second']:.2f} | "
-                f"{row['pseudo_samples_per_second']:.0f} | "
-                f"{row['projected_schedule_hours']:.2f} h ({row['paper_schedule_iterations']} it) | "
-                f"{utilisation(flops, peaks['bfloat16'])} | {utilisation(flops, peaks['tf32'])} | "
-                f"{'-' if memory is None else f'{memory / 2**30:.2f} GiB'} | "
-                f"{row['warm_up_seconds']:.1f} |"
-            )
+    lines += table(figures["loops"], "iterations_per_second", lambda row: loop_cells(row, peaks))
     lines += [
         "",
         "The student's training step alone (forward, KL to fixed teacher logits, backward, fused "
@@ -454,17 +487,5 @@ def render_gpu(figures: dict[str, Any], command: str) -> str:
         "| student @ batch | variant | ms/step | TFLOP/s | vs bf16 peak | peak memory |",
         "|---|---|---|---|---|---|",
     ]
-    for name, rows in figures["student_steps"].items():
-        for variant, row in rows.items():
-            if "seconds_per_step" not in row:
-                lines.append(f"| {name} | {variant} | {row.get('skipped') or row.get('error')} |")
-                continue
-            rate = row["flops_per_second"]
-            memory = row["peak_memory_bytes"]
-            lines.append(
-                f"| {name} | {variant} | {1000 * row['seconds_per_step']:.2f} | "
-                f"{'-' if rate is None else f'{rate / 1e12:.1f}'} | "
-                f"{utilisation(rate, peaks['bfloat16'])} | "
-                f"{'-' if memory is None else f'{memory / 2**30:.2f} GiB'} |"
-            )
+    lines += table(figures["student_steps"], "seconds_per_step", lambda row: step_cells(row, peaks))
     return "\n".join(lines)

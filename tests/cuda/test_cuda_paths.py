@@ -244,19 +244,9 @@ def test_a_job_on_the_workers_cuda_device_ends_with_its_report_and_exports(
     evaluation = upload_digits(
         client, LabelledImages(digits[1].images[:200], digits[1].labels[:200])
     )
-    job = client.post(
-        "/v1/jobs",
-        json={
-            "teacher_id": teacher_id,
-            "student": {"architecture": "lenet5_half"},
-            "iterations": 40,
-            "batch_size": 64,
-            "evaluation_dataset_id": evaluation,
-            "mte_images": 20,
-            "mte_steps": 10,
-            "checkpoint_every": 20,
-        },
-    ).json()
+    spec = {"teacher_id": teacher_id, "student": {"architecture": "lenet5_half"}, "iterations": 40}
+    spec |= {"batch_size": 64, "checkpoint_every": 20, "evaluation_dataset_id": evaluation}
+    job = client.post("/v1/jobs", json={**spec, "mte_images": 20, "mte_steps": 10}).json()
     run_job(job["id"], make_context(settings.model_copy(update={"device": GPU})))
 
     final = client.get(f"/v1/jobs/{job['id']}").json()
