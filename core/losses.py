@@ -14,6 +14,11 @@ import torch
 import torch.nn.functional as F
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 values as float32; float32 and float64 as they are."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 @contextmanager
 def float32_math(reference: torch.Tensor) -> Iterator[None]:
     """Turns autocast off for `reference`'s device type: ops inside run in their inputs' dtype."""
@@ -31,8 +36,8 @@ def kl_divergence(
     """
     with float32_math(student_logits):
         return F.kl_div(
-            F.log_softmax(student_logits.float() / temperature, dim=1),
-            F.log_softmax(teacher_logits.float() / temperature, dim=1),
+            F.log_softmax(at_least_float32(student_logits) / temperature, dim=1),
+            F.log_softmax(at_least_float32(teacher_logits) / temperature, dim=1),
             reduction="batchmean",
             log_target=True,
         )
@@ -41,7 +46,7 @@ def kl_divergence(
 def attention_map(activation: torch.Tensor) -> torch.Tensor:
     """Zagoruyko & Komodakis' spatial attention: L2-normalised channel mean of A^2, flattened."""
     with float32_math(activation):
-        return F.normalize(activation.float().pow(2).mean(dim=1).flatten(1), dim=1)
+        return F.normalize(at_least_float32(activation).pow(2).mean(dim=1).flatten(1), dim=1)
 
 
 def attention_loss(

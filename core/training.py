@@ -118,9 +118,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    """Generators take their states as CPU byte tensors only, but a checkpoint loaded with
+    `map_location="cuda"` has them on the GPU: bring them back first. A checkpoint from a
+    machine with more GPUs than this one restores the devices that are here."""
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, device_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state.cpu(), index)
 
 
 def check_finite(step: int, values: dict[str, float]) -> None:

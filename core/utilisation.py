@@ -41,15 +41,37 @@ class FlopMeter:
         self.per_iteration = int(counter.get_total_flops())
 
 
+# what a peak is measured in: float32 arithmetic, float32 through TF32 tensor cores (CUDA), bf16
+PEAK_KINDS = ("float32", "tf32", "bfloat16")
+
+
 @functools.cache
-def peak_flops(device: str = "cpu", size: int = 1024, seconds: float = 0.5) -> float:
-    """Float32 matmul FLOP/s on `device` with the current thread settings, measured once per process."""
+def peak_flops(
+    device: str = "cpu", size: int = 1024, seconds: float = 0.5, kind: str = "float32"
+) -> float:
+    """Matmul FLOP/s on `device` with the current thread settings, measured once per process.
+
+    `kind` (PEAK_KINDS): plain float32 (TF32 off, torch's default for matmuls), float32 with TF32
+    allowed, or bf16 operands; on random data, never zeros."""
+    if kind not in PEAK_KINDS:
+        raise ValueError(f"kind must be one of {PEAK_KINDS}, got {kind!r}")
     target = torch.device(device)
     # a private generator: drawing from the global one would move a running job's random stream
     # and break the bit-exact resume of checkpoints
     draws = torch.Generator(device=target).manual_seed(0)
-    a = torch.randn(size, size, device=target, generator=draws)
-    b = torch.randn(size, size, device=target, generator=draws)
+    dtype = torch.bfloat16 if kind == "bfloat16" else torch.float32
+    a = torch.randn(size, size, device=target, generator=draws).to(dtype)
+    b = torch.randn(size, size, device=target, generator=draws).to(dtype)
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = kind == "tf32"
+    try:
+        return _best_rate(a, b, target, seconds)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+
+
+def _best_rate(a: torch.Tensor, b: torch.Tensor, target: torch.device, seconds: float) -> float:
+    size = a.shape[0]
     torch.mm(a, b)  # warm-up: allocation, thread pool start, kernel selection
     _synchronise(target)
     # the best of several short bursts: a burst that shared the cores with other work reads low

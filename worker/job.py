@@ -248,8 +248,15 @@ def _write_report(
         )
     data = _load_dataset(context, job.evaluation_dataset_id, teacher)
     options = job.evaluation_options or {}
+    # The export moved the student to the CPU while the teacher stayed on the job's device, and
+    # MTE walks one input through both networks: put them on the job's device together.
+    device = context.device
     report = evaluate(
-        student, teacher_model, data, options.get("mte_images", 1000), options.get("mte_steps", 100)
+        student.to(device),
+        teacher_model.to(device),
+        data,
+        options.get("mte_images", 1000),
+        options.get("mte_steps", 100),
     )
     with session_scope(context.sessions) as session:
         if report.transition_plot is not None:

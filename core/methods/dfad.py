@@ -26,7 +26,7 @@ from core.acceleration import Acceleration
 from core.adversarial import AdversarialState
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import build_generator, draw_samples, generator_for
-from core.losses import agreement, float32_math, kl_divergence
+from core.losses import agreement, at_least_float32, float32_math, kl_divergence
 from core.training import (
     CancelledError,
     DistillationResult,
@@ -122,7 +122,7 @@ def l1_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -
     """Mean absolute difference between logits, averaged over batch and classes (DFAD's loss),
     in float32 as every loss (core/losses.py)."""
     with float32_math(student_logits):
-        return F.l1_loss(student_logits.float(), teacher_logits.float())
+        return F.l1_loss(at_least_float32(student_logits), at_least_float32(teacher_logits))
 
 
 def build_dfad_generator(

@@ -49,6 +49,17 @@ def test_peak_and_memory_readings_are_plausible() -> None:
     assert 10 * 2**20 < rss_bytes() <= peak_rss_bytes() * 1.01 + 2**20
 
 
+@pytest.mark.parametrize("kind", ["tf32", "bfloat16"])
+def test_peaks_in_tf32_and_bf16_are_measured_and_leave_the_tf32_switch_as_it_was(
+    kind: str,
+) -> None:
+    before = torch.backends.cuda.matmul.allow_tf32
+    assert 1e7 < peak_flops.__wrapped__("cpu", size=128, seconds=0.02, kind=kind) < 1e14
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with pytest.raises(ValueError, match="kind must be one of"):
+        peak_flops.__wrapped__("cpu", size=128, kind="fp8")
+
+
 class Recorder(TrainingHooks):
     def __init__(self) -> None:
         self.progress: list[Progress] = []
@@ -88,3 +99,11 @@ def test_levers_leave_the_math_alone(lever: Acceleration) -> None:
     changed = zskt.distill(lenet_task(), config, acceleration=lever).student.state_dict()
     for name, tensor in baseline.items():
         torch.testing.assert_close(changed[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_the_compile_mode_is_kept_through_resolution_and_shown() -> None:
+    graphs = Acceleration(compile=True, compile_mode="reduce-overhead")
+    resolved = graphs.resolved(torch.device("cpu"))
+    assert resolved.compile and resolved.compile_mode == "reduce-overhead"
+    assert resolved.describe()["compile_mode"] == "reduce-overhead"
+    assert Acceleration().resolved(torch.device("cpu")).compile_mode is None
