@@ -84,6 +84,11 @@ def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
 
 
 NPZ_ARRAYS = ("images", "labels")
+# Real images deflate a few times at most (MNIST's digits: ~8x); a member that claims to unpack to
+# hundreds of times its compressed size is a decompression bomb. Small members are let through
+# whatever their ratio (a handful of blank test images): they cannot hurt.
+MAX_COMPRESSION_RATIO = 200
+RATIO_FREE_BYTES = 1024 * 1024
 
 
 def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
@@ -97,6 +102,14 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                 if member not in archive.namelist():
                     continue
                 info = archive.getinfo(member)
+                if (
+                    info.file_size > RATIO_FREE_BYTES
+                    and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+                ):
+                    raise DatasetFormatError(
+                        f"array {name!r} would unpack from {info.compress_size} to {info.file_size} "
+                        f"bytes, more than {MAX_COMPRESSION_RATIO} times: refused as a zip bomb"
+                    )
                 with archive.open(info) as handle:
                     version = npy_format.read_magic(handle)
                     if version == (1, 0):
@@ -119,8 +132,8 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                 total += declared
             if max_array_bytes is not None and total > max_array_bytes:
                 raise DatasetFormatError(
-                    f"the arrays unpack to {total} bytes (limit {max_array_bytes}); "
-                    "upload a smaller set"
+                    f"the arrays unpack to {total} bytes, more than the {max_array_bytes} allowed "
+                    "(DFKD_MAX_DATASET_ARRAY_BYTES); upload a smaller set"
                 )
     except DatasetFormatError:
         raise
