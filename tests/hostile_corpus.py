@@ -136,6 +136,13 @@ def npz(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz_of_zeros(count: int, side: int) -> Hostile:
+    """A dataset of `count` blank side x side images: a zip bomb (zeros deflate ~1000x)."""
+    images = np.zeros((count, 1, side, side), np.uint8)
+    content = npz(images=images, labels=np.zeros(count, np.int64))
+    return replace(dataset(content, fragment="zip bomb"), huge_claim=True)
+
+
 def digits(count: int = 8) -> dict[str, np.ndarray]:
     return {
         "images": np.zeros((count, 1, 32, 32), np.uint8),
@@ -718,15 +725,7 @@ case("dataset/pickle-that-runs-code")(
 case("dataset/torch-save-zip")(lambda _: dataset(torch_save(digits()), fragment="lacks"))
 case("dataset/npz-truncated")(lambda _: dataset(npz(**digits())[:300], fragment="unreadable npz"))
 case("dataset/npz-bitflipped")(lambda _: dataset(npz_bitflip(), fragment="unreadable npz"))
-case("dataset/npz-bomb")(
-    lambda _: replace(
-        dataset(
-            npz(images=np.zeros((20_000, 1, 64, 64), np.uint8), labels=np.zeros(20_000, np.int64)),
-            fragment="zip bomb",
-        ),
-        huge_claim=True,
-    )
-)
+case("dataset/npz-bomb")(lambda _: npz_of_zeros(20_000, 64))
 case("dataset/npy-header-claims-40TB")(
     lambda _: replace(
         dataset(
@@ -1017,7 +1016,7 @@ case("dataset/unknown-id")(
 # --- bounded models, archives and headers (issue 20): nothing is built, decompressed or parsed
 # past its bound, and no answer repeats a long input
 
-GIANT_WRN = {"architecture": "wrn", "kwargs": {"depth": 100, "widen_factor": 20}}
+GIANT_WRN = {"depth": 100, "widen_factor": 20}  # inside the bounds, 5.9e8 parameters
 
 case("teacher/image-size-1536")(
     lambda _: teacher(
@@ -1052,35 +1051,24 @@ case("teacher/parameters-past-the-teacher-limit")(
         huge_claim=True,
     )
 )
+
+
+def huge_student(ctx: Context, kwargs: dict[str, int], fragment: str) -> Hostile:
+    student = {"architecture": "wrn", "kwargs": kwargs}
+    hostile = job(ctx, 422, "invalid_architecture", fragment, student=student)
+    return replace(hostile, huge_claim=True)
+
+
 case("job/student-widen-factor-110")(
-    lambda ctx: replace(
-        job(
-            ctx,
-            422,
-            "invalid_architecture",
-            "widen_factor must be from 1 to 20, got 110",
-            student={"architecture": "wrn", "kwargs": {"widen_factor": 110}},
-        ),
-        huge_claim=True,
+    lambda ctx: huge_student(
+        ctx, {"widen_factor": 110}, "widen_factor must be from 1 to 20, got 110"
     )
 )
 case("job/student-wrn-depth-12004")(
-    lambda ctx: replace(
-        job(
-            ctx,
-            422,
-            "invalid_architecture",
-            "depth must be from 10 to 100, got 12004",
-            student={"architecture": "wrn", "kwargs": {"depth": 12004}},
-        ),
-        huge_claim=True,
-    )
+    lambda ctx: huge_student(ctx, {"depth": 12004}, "depth must be from 10 to 100, got 12004")
 )
 case("job/student-parameters-past-the-student-limit")(
-    lambda ctx: replace(
-        job(ctx, 422, "invalid_architecture", "DFKD_MAX_STUDENT_PARAMETERS", student=GIANT_WRN),
-        huge_claim=True,
-    )
+    lambda ctx: huge_student(ctx, GIANT_WRN, "DFKD_MAX_STUDENT_PARAMETERS")
 )
 case("job/lopes-samples-past-the-memory-bound")(
     lambda ctx: replace(
@@ -1095,15 +1083,7 @@ case("job/lopes-samples-past-the-memory-bound")(
         huge_claim=True,
     )
 )
-case("dataset/npz-bomb-160MiB")(
-    lambda _: replace(
-        dataset(
-            npz(images=np.zeros((160, 1, 1024, 1024), np.uint8), labels=np.zeros(160, np.int64)),
-            fragment="zip bomb",
-        ),
-        huge_claim=True,
-    )
-)
+case("dataset/npz-bomb-160MiB")(lambda _: npz_of_zeros(160, 1024))
 case("dataset/npz-arrays-past-the-cap")(
     lambda ctx: dataset(
         npz(

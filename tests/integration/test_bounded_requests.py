@@ -103,13 +103,18 @@ def test_bounded_models_archives_and_headers_on_the_production_shape(
         buffer, images=np.zeros((128, 1, 1024, 1024), np.uint8), labels=np.zeros(128, np.int64)
     )
     header = json.dumps({"x" * 2 * MiB: {"dtype": "F32", "shape": [1]}}).encode()
+
+    def wrn_teacher(kwargs: str) -> Callable[[], httpx.Response]:
+        weights = save(build("wrn").state_dict())  # WRN-16-1 at 32 px, 700 KB
+        return lambda: client.post(
+            "/v1/teachers",
+            files={"file": ("t", weights)},
+            data={"architecture": "wrn", "architecture_kwargs": kwargs},
+        )
+
     attacks = [
         (  # 2.
-            lambda: client.post(
-                "/v1/teachers",
-                files={"file": ("t", save(build("wrn").state_dict()))},
-                data={"architecture": "wrn", "architecture_kwargs": '{"image_size": 1536}'},
-            ),
+            wrn_teacher('{"image_size": 1536}'),
             "invalid_architecture",
             ["image_size must be from 8 to 512, got 1536"],
         ),
@@ -125,11 +130,7 @@ def test_bounded_models_archives_and_headers_on_the_production_shape(
             ["widen_factor must be from 1 to 20, got 110"],
         ),
         (  # 4.
-            lambda: client.post(
-                "/v1/teachers",
-                files={"file": ("t", save(build("wrn").state_dict()))},
-                data={"architecture": "wrn", "architecture_kwargs": '{"depth": 12004}'},
-            ),
+            wrn_teacher('{"depth": 12004}'),
             "invalid_architecture",
             ["depth must be from 10 to 100, got 12004"],
         ),
