@@ -1095,6 +1095,19 @@ case("dataset/npz-arrays-past-the-cap")(
         fragment="DFKD_MAX_DATASET_ARRAY_BYTES",
     )
 )
+case("dataset/safetensors-arrays-past-the-cap")(
+    lambda ctx: dataset(
+        save(
+            {
+                "images": torch.zeros(
+                    ctx.upload_limit * 2 // 3 // 1024, 1, 32, 32, dtype=torch.uint8
+                ),
+                "labels": torch.zeros(ctx.upload_limit * 2 // 3 // 1024, dtype=torch.int64),
+            }
+        ),
+        fragment="DFKD_MAX_DATASET_ARRAY_BYTES",
+    )
+)
 case("teacher/safetensors-header-over-1MiB")(
     lambda ctx: teacher(
         forge({"x" * (ctx.upload_limit // 2): {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
