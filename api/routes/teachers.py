@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
@@ -267,7 +267,12 @@ def upload_teacher(
                     422, "invalid_metadata", "activation records need a registry architecture"
                 )
             _attach_metadata(
-                teacher, model, upload.path, metadata, blobs, settings.max_upload_bytes
+                teacher,
+                model,
+                lambda: weights_file_fingerprint(upload.path),
+                metadata,
+                blobs,
+                settings.max_upload_bytes,
             )
         store_upload(blobs, teacher.blob_key, upload)
     finally:
@@ -301,13 +306,14 @@ def _program_shape(
 def _attach_metadata(
     teacher: Teacher,
     model: nn.Module,
-    weights: Path,
+    fingerprint: Callable[[], str],
     file: UploadFile,
     blobs: BlobsDep,
     limit: int,
 ) -> None:
-    """Validate an activation record against the teacher (`model` on the meta device, its
-    `weights` file read in chunks for the fingerprint) and store it beside the weights."""
+    """Validate an activation record against the teacher (`model` on the meta device; the
+    weights' `fingerprint`, asked for only once the record's layers fit) and store it beside the
+    weights."""
     upload = spool_upload(file.file, limit)
     try:
         refuse_unsafe_formats(upload.head)
@@ -317,7 +323,7 @@ def _attach_metadata(
                 record,
                 model,
                 tuple(teacher.input_shape),
-                fingerprint=lambda: weights_file_fingerprint(weights),
+                fingerprint=fingerprint,
             )
         except MetadataError as error:
             raise ApiError(422, "invalid_metadata", str(error)) from None
@@ -341,6 +347,12 @@ def _attach_metadata(
         store_upload(blobs, teacher.metadata_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
+
+
+def _stored_fingerprint(blobs: BlobsDep, key: str) -> str:
+    """The stored weights' fingerprint, copied to a temporary file and read in chunks."""
+    with spooled_blob(blobs, key) as weights:
+        return weights_file_fingerprint(weights)
 
 
 @router.put(
@@ -373,8 +385,14 @@ def put_metadata(
             model = build(teacher.architecture, **teacher.architecture_kwargs)
     except ArchitectureArgumentError as error:  # stored before the registry's bounds tightened
         raise ApiError(422, "invalid_architecture", str(error)) from None
-    with spooled_blob(blobs, teacher.blob_key) as weights:
-        _attach_metadata(teacher, model, weights, metadata, blobs, settings.max_upload_bytes)
+    _attach_metadata(
+        teacher,
+        model,
+        lambda: _stored_fingerprint(blobs, teacher.blob_key),
+        metadata,
+        blobs,
+        settings.max_upload_bytes,
+    )
     session.commit()
     return to_public(teacher)
 
