@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.messages import MAX_DETAIL_CHARS, bounded
+
 
 class ErrorBody(BaseModel):
     code: str
@@ -35,8 +37,30 @@ class ApiError(Exception):
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
-    body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
+    """Every error answer passes here: messages and details are cut to a bounded length, so no
+    answer repeats more than a few hundred bytes of what the client sent."""
+    body = ErrorResponse(
+        error=ErrorBody(
+            code=code,
+            message=bounded(message),
+            details=None if details is None else _bounded_details(details),
+        )
+    )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+
+
+MAX_DETAILS = 20
+
+
+def _bounded_details(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def cut(value: Any) -> Any:
+        if isinstance(value, str):
+            return bounded(value, MAX_DETAIL_CHARS)
+        if isinstance(value, list):
+            return [cut(item) for item in value[:MAX_DETAILS]]
+        return value
+
+    return [{key: cut(value) for key, value in item.items()} for item in details[:MAX_DETAILS]]
 
 
 def _location(error: dict[str, Any]) -> str:

@@ -20,10 +20,20 @@ def as_utc(moment: datetime | None) -> datetime | None:
 # --- architectures
 
 
+class ArgumentBound(BaseModel):
+    minimum: float
+    maximum: float
+    integer: bool = Field(description="only whole numbers")
+
+
 class ArchitecturePublic(BaseModel):
     name: str
     description: str
     kwargs: dict[str, Any] = Field(description="keyword arguments with their defaults")
+    bounds: dict[str, ArgumentBound] = Field(
+        description="the values each numeric argument may take; others are refused with 422 "
+        "before anything is built"
+    )
     input_shape: list[int] = Field(description="[C, H, W] with the default kwargs")
     num_classes: int
     attention_taps: list[str] = Field(description="modules whose outputs feed attention transfer")

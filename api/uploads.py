@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,6 +84,25 @@ def refuse_declared_oversize(request: Request, limit: int) -> None:
         raise ApiError(400, "bad_content_length", "Content-Length is not a number") from None
     if declared > limit + UPLOAD_OVERHEAD:
         raise ApiError(413, "upload_too_large", f"the upload is larger than the {limit} byte limit")
+
+
+@contextmanager
+def spooled_blob(blobs: BlobStore, key: str) -> Iterator[Path]:
+    """A stored blob copied chunk by chunk to a temporary file (never whole in memory), removed
+    afterwards."""
+    with tempfile.NamedTemporaryFile(delete=False, prefix="blob-") as target:
+        path = Path(target.name)
+        try:
+            for chunk in blobs.iter_chunks(key):
+                target.write(chunk)
+        except BlobStoreError as error:
+            target.close()
+            path.unlink(missing_ok=True)
+            raise ApiError(503, "storage_unavailable", f"{error}; try again") from None
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def store_upload(blobs: BlobStore, key: str, upload: SpooledUpload) -> None:

@@ -84,6 +84,19 @@ def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
 
 
 NPZ_ARRAYS = ("images", "labels")
+# Real images deflate a few times at most (MNIST's digits: ~8x); a member that claims to unpack to
+# hundreds of times its compressed size is a decompression bomb. Small members are let through
+# whatever their ratio (a handful of blank test images): they cannot hurt.
+MAX_COMPRESSION_RATIO = 200
+RATIO_FREE_BYTES = 1024 * 1024
+
+
+def _refuse_past_cap(total: int, max_array_bytes: int | None) -> None:
+    if max_array_bytes is not None and total > max_array_bytes:
+        raise DatasetFormatError(
+            f"the arrays unpack to {total} bytes, more than the {max_array_bytes} allowed "
+            "(DFKD_MAX_DATASET_ARRAY_BYTES); upload a smaller set"
+        )
 
 
 def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
@@ -97,6 +110,14 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                 if member not in archive.namelist():
                     continue
                 info = archive.getinfo(member)
+                if (
+                    info.file_size > RATIO_FREE_BYTES
+                    and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+                ):
+                    raise DatasetFormatError(
+                        f"array {name!r} would unpack from {info.compress_size} to {info.file_size} "
+                        f"bytes, more than {MAX_COMPRESSION_RATIO} times: refused as a zip bomb"
+                    )
                 with archive.open(info) as handle:
                     version = npy_format.read_magic(handle)
                     if version == (1, 0):
@@ -117,11 +138,7 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                         f"the archive holds {info.file_size - header_size} bytes for it"
                     )
                 total += declared
-            if max_array_bytes is not None and total > max_array_bytes:
-                raise DatasetFormatError(
-                    f"the arrays unpack to {total} bytes (limit {max_array_bytes}); "
-                    "upload a smaller set"
-                )
+            _refuse_past_cap(total, max_array_bytes)
     except DatasetFormatError:
         raise
     except (
@@ -137,13 +154,15 @@ NUMPY_DTYPES = {
 }  # fmt: skip
 
 
-def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
+def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, np.ndarray]:
     """`images` and `labels` read straight from the file into their arrays (one copy, no
     intermediate buffer), after the header was checked against the file's size."""
     from core.weights import safetensors_header, validate_safetensors
 
     validate_safetensors(path)
     data_start, header = safetensors_header(path)
+    spans = [header[name]["data_offsets"] for name in NPZ_ARRAYS if name in header]
+    _refuse_past_cap(sum(end - start for start, end in spans), max_array_bytes)
     arrays = {}
     for name in NPZ_ARRAYS:
         if name not in header:
@@ -169,7 +188,7 @@ def _first_bytes(path: Path, count: int) -> bytes:
 
 def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> RawLabelledImages:
     """An npz (no pickles) or safetensors file holding `images` and `labels`. With
-    `max_array_bytes`, an npz whose arrays unpack past it (a zip bomb) is refused unread."""
+    `max_array_bytes`, a file whose arrays unpack past it (a zip bomb) is refused unread."""
     # a file is read from disk array by array, never held whole beside its arrays
     data: bytes | Path = source if isinstance(source, bytes) else Path(source)
     magic = data[:4] if isinstance(data, bytes) else _first_bytes(data, 4)
@@ -189,8 +208,14 @@ def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> R
         try:
             from safetensors.numpy import load
 
-            arrays = load(data) if isinstance(data, bytes) else _safetensors_arrays(data)
+            arrays = (
+                load(data)
+                if isinstance(data, bytes)
+                else _safetensors_arrays(data, max_array_bytes)
+            )
             present = list(arrays)
+        except DatasetFormatError:
+            raise
         except Exception as error:
             raise DatasetFormatError(f"neither an npz nor a safetensors file ({error})") from None
     missing = {"images", "labels"} - set(arrays)

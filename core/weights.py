@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +46,9 @@ DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
     "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
 }  # fmt: skip
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+# A header lists each tensor's name, dtype, shape and offsets, ~100 bytes a tensor: 1 MiB holds
+# ~10 000 tensors, far more than any registry model has. Longer ones are refused before being read.
+MAX_HEADER_BYTES = 1024 * 1024
 
 
 def validate_safetensors(data: bytes | Path) -> None:
@@ -61,7 +64,11 @@ def validate_safetensors(data: bytes | Path) -> None:
         size = len(data)
         length = int.from_bytes(data[:8], "little") if size >= 8 else -1
         header_bytes = data[8 : 8 + min(max(length, 0), MAX_HEADER_BYTES)]
-    if length < 2 or length > MAX_HEADER_BYTES or 8 + length > size:
+    if length > MAX_HEADER_BYTES and 8 + length <= size:
+        raise WeightsError(
+            f"the safetensors header is {length} bytes, more than the {MAX_HEADER_BYTES} allowed"
+        )
+    if length < 2 or 8 + length > size:
         raise WeightsError("not a safetensors file: its header length does not fit the file")
     try:
         header = json.loads(header_bytes)
@@ -135,16 +142,19 @@ def header_tensors(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def scan_finite(path: Path, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
-    """Raise if a floating-point tensor holds NaN or inf, reading the file into one reused
-    buffer of `chunk_bytes`: memory stays flat whatever the file's size."""
+def tensor_chunks(
+    path: Path, names: list[str], chunk_bytes: int = SCAN_CHUNK_BYTES
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, values) for each tensor of `names` in turn, its values read in whole elements into
+    one reused buffer of `chunk_bytes` (each yielded tensor is a view of it, valid until the next
+    one): memory stays flat whatever the file's size. The file must have passed
+    validate_safetensors."""
     data_start, header = safetensors_header(path)
     buffer = bytearray(max(chunk_bytes, 8))
     with path.open("rb") as handle:
-        for name, info in header.items():
+        for name in names:
+            info = header[name]
             dtype = TORCH_DTYPES[info["dtype"]]
-            if not dtype.is_floating_point:
-                continue
             width = DTYPE_BYTES[info["dtype"]]
             step = len(buffer) // width * width
             start, end = info["data_offsets"]
@@ -155,11 +165,18 @@ def scan_finite(path: Path, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
                 if not read:
                     raise WeightsError(f"tensor {name}: the file ends inside its data")
                 remaining -= read
-                values = torch.frombuffer(buffer, dtype=dtype, count=read // width)
-                if width == 1:  # float8: no isfinite kernel; widen the chunk
-                    values = values.float()
-                if not torch.isfinite(values).all():
-                    raise WeightsError(f"tensor {name} holds NaN or infinite values")
+                yield name, torch.frombuffer(buffer, dtype=dtype, count=read // width)
+
+
+def scan_finite(path: Path, chunk_bytes: int = SCAN_CHUNK_BYTES) -> None:
+    """Raise if a floating-point tensor holds NaN or inf, read in chunks (flat memory)."""
+    _, header = safetensors_header(path)
+    floats = [n for n, info in header.items() if TORCH_DTYPES[info["dtype"]].is_floating_point]
+    for name, values in tensor_chunks(path, floats, chunk_bytes):
+        if values.element_size() == 1:  # float8: no isfinite kernel; widen the chunk
+            values = values.float()
+        if not torch.isfinite(values).all():
+            raise WeightsError(f"tensor {name} holds NaN or infinite values")
 
 
 def check_weights_file(model: nn.Module, path: Path) -> None:
@@ -221,13 +238,16 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
     return model
 
 
+FORWARD_CHECK_BATCH = 2
+
+
 def check_forward(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> None:
     """One forward pass on a dummy batch must give [batch, num_classes] finite logits."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            logits = model(torch.zeros(2, *input_shape))
+            logits = model(torch.zeros(FORWARD_CHECK_BATCH, *input_shape))
     except Exception as error:  # a user's model can fail in any way; report it, do not crash
         raise WeightsError(
             f"forward pass on a dummy batch of shape [2, {', '.join(map(str, input_shape))}] failed: {error}"

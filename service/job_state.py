@@ -8,11 +8,12 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.messages import bounded
 from service.models import Job, JobEvent, JobStatus, MetricPoint, utcnow
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message))
+    session.add(JobEvent(job_id=job_id, kind=kind, message=bounded(message)))
 
 
 def claim_job(session: Session, job_id: str, lease_seconds: float, max_attempts: int) -> bool:
@@ -72,6 +73,8 @@ def finish_job(
     condition = (Job.id == job_id) & (Job.status == JobStatus.running)
     if attempt is not None:
         condition = condition & (Job.attempts == attempt)
+    if values.get("error_message") is not None:  # may quote the job's input
+        values["error_message"] = bounded(values["error_message"])
     result = session.execute(
         update(Job)
         .where(condition)

@@ -75,6 +75,36 @@ class Settings(BaseSettings):
         "larger ones are checked in flat memory (header against the architecture, every float "
         "finite, read in chunks) and first run in the worker",
     )
+    forward_check_max_activation_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="the upload's forward check runs only when its activations (estimated on the "
+        "meta device at the check's batch of 2) fit in this many bytes; larger ones are checked in "
+        "flat memory and first run in the worker",
+    )
+    max_teacher_parameters: int = Field(
+        500_000_000,
+        ge=1,
+        description="teachers of more parameters (counted on the meta device) are refused with 422",
+    )
+    max_student_parameters: int = Field(
+        100_000_000,
+        ge=1,
+        description="students of more parameters (counted on the meta device) are refused with 422: "
+        "a worker holds a student several times over (weights, gradients, optimiser state)",
+    )
+    max_dataset_array_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="datasets whose arrays unpack to more bytes are refused with 422 before "
+        "anything is decompressed (jobs hold the images as float32: up to 4x this for uint8 pixels)",
+    )
+    max_lopes_sample_bytes: int = Field(
+        1024**3,
+        ge=1,
+        description="lopes jobs whose reconstructed inputs (samples x C x H x W float32) would take "
+        "more bytes are refused with 422",
+    )
     job_lease_seconds: float = Field(
         600,
         gt=0,

@@ -136,6 +136,13 @@ def npz(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def npz_of_zeros(count: int, side: int) -> Hostile:
+    """A dataset of `count` blank side x side images: a zip bomb (zeros deflate ~1000x)."""
+    images = np.zeros((count, 1, side, side), np.uint8)
+    content = npz(images=images, labels=np.zeros(count, np.int64))
+    return replace(dataset(content, fragment="zip bomb"), huge_claim=True)
+
+
 def digits(count: int = 8) -> dict[str, np.ndarray]:
     return {
         "images": np.zeros((count, 1, 32, 32), np.uint8),
@@ -415,7 +422,9 @@ case("teacher/kwargs-unknown-argument")(
     weights_field("architecture_kwargs", '{"depth": 3}', "invalid_architecture", "depth")
 )
 case("teacher/kwargs-negative-classes")(
-    weights_field("architecture_kwargs", '{"num_classes": -3}', "invalid_architecture", "negative")
+    weights_field(
+        "architecture_kwargs", '{"num_classes": -3}', "invalid_architecture", "from 2 to 100000"
+    )
 )
 case("teacher/kwargs-string-classes")(
     weights_field(
@@ -427,7 +436,7 @@ case("teacher/kwargs-1e9-classes")(
         good_weights(),
         422,
         "invalid_architecture",
-        "parameters",
+        "num_classes must be from 2 to 100000, got 1000000000",
         data={"architecture_kwargs": '{"num_classes": 1000000000}'},
         huge_claim=True,
     )
@@ -716,15 +725,7 @@ case("dataset/pickle-that-runs-code")(
 case("dataset/torch-save-zip")(lambda _: dataset(torch_save(digits()), fragment="lacks"))
 case("dataset/npz-truncated")(lambda _: dataset(npz(**digits())[:300], fragment="unreadable npz"))
 case("dataset/npz-bitflipped")(lambda _: dataset(npz_bitflip(), fragment="unreadable npz"))
-case("dataset/npz-bomb")(
-    lambda _: replace(
-        dataset(
-            npz(images=np.zeros((20_000, 1, 64, 64), np.uint8), labels=np.zeros(20_000, np.int64)),
-            fragment="limit",
-        ),
-        huge_claim=True,
-    )
-)
+case("dataset/npz-bomb")(lambda _: npz_of_zeros(20_000, 64))
 case("dataset/npy-header-claims-40TB")(
     lambda _: replace(
         dataset(
@@ -861,7 +862,7 @@ case("job/student-kwargs-negative-classes")(
         ctx,
         422,
         "invalid_architecture",
-        "negative",
+        "num_classes must be from 2 to 100000, got -1",
         student={"architecture": "lenet5_half", "kwargs": {"num_classes": -1}},
     )
 )
@@ -880,7 +881,7 @@ case("job/student-kwargs-1e9-classes")(
             ctx,
             422,
             "invalid_architecture",
-            "parameters",
+            "num_classes must be from 2 to 100000",
             student={"architecture": "lenet5_half", "kwargs": {"num_classes": 10**9}},
         ),
         huge_claim=True,
@@ -1009,6 +1010,133 @@ case("job/cancel-unknown")(
 )
 case("dataset/unknown-id")(
     lambda _: Hostile("GET", f"{DATASETS}/dst_nope", 404, "not_found", "dst_nope")
+)
+
+
+# --- bounded models, archives and headers (issue 20): nothing is built, decompressed or parsed
+# past its bound, and no answer repeats a long input
+
+GIANT_WRN = {"depth": 100, "widen_factor": 20}  # inside the bounds, 5.9e8 parameters
+
+case("teacher/image-size-1536")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "image_size must be from 16 to 512, got 1536",
+        data={"architecture_kwargs": '{"image_size": 1536}'},
+        huge_claim=True,
+    )
+)
+case("teacher/wrn-depth-12004")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "depth must be from 10 to 100, got 12004",
+        data={"architecture": "wrn", "architecture_kwargs": '{"depth": 12004}'},
+        huge_claim=True,
+    )
+)
+case("teacher/parameters-past-the-teacher-limit")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "DFKD_MAX_TEACHER_PARAMETERS",
+        data={
+            "architecture": "hinton1200",
+            "architecture_kwargs": '{"in_channels": 64, "image_size": 512}',
+        },
+        huge_claim=True,
+    )
+)
+
+
+def huge_student(ctx: Context, kwargs: dict[str, int], fragment: str) -> Hostile:
+    student = {"architecture": "wrn", "kwargs": kwargs}
+    hostile = job(ctx, 422, "invalid_architecture", fragment, student=student)
+    return replace(hostile, huge_claim=True)
+
+
+case("job/student-widen-factor-110")(
+    lambda ctx: huge_student(
+        ctx, {"widen_factor": 110}, "widen_factor must be from 1 to 20, got 110"
+    )
+)
+case("job/student-wrn-depth-12004")(
+    lambda ctx: huge_student(ctx, {"depth": 12004}, "depth must be from 10 to 100, got 12004")
+)
+case("job/student-parameters-past-the-student-limit")(
+    lambda ctx: huge_student(ctx, GIANT_WRN, "DFKD_MAX_STUDENT_PARAMETERS")
+)
+case("job/lopes-samples-past-the-memory-bound")(
+    lambda ctx: replace(
+        job(
+            ctx,
+            422,
+            "validation_error",
+            "DFKD_MAX_LOPES_SAMPLE_BYTES",
+            method="lopes",
+            hyperparameters={"samples": 10_000_000},
+        ),
+        huge_claim=True,
+    )
+)
+case("dataset/npz-bomb-160MiB")(lambda _: npz_of_zeros(160, 1024))
+case("dataset/npz-arrays-past-the-cap")(
+    lambda ctx: dataset(
+        npz(
+            images=np.random.default_rng(0).integers(
+                0, 256, (ctx.upload_limit * 2 // 3 // 1024, 1, 32, 32), np.uint8
+            ),
+            labels=np.zeros(ctx.upload_limit * 2 // 3 // 1024, np.int64),
+        ),
+        fragment="DFKD_MAX_DATASET_ARRAY_BYTES",
+    )
+)
+case("dataset/safetensors-arrays-past-the-cap")(
+    lambda ctx: dataset(
+        save(
+            {
+                "images": torch.zeros(
+                    ctx.upload_limit * 2 // 3 // 1024, 1, 32, 32, dtype=torch.uint8
+                ),
+                "labels": torch.zeros(ctx.upload_limit * 2 // 3 // 1024, dtype=torch.int64),
+            }
+        ),
+        fragment="DFKD_MAX_DATASET_ARRAY_BYTES",
+    )
+)
+case("teacher/safetensors-header-over-1MiB")(
+    lambda ctx: teacher(
+        forge({"x" * (ctx.upload_limit // 2): {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
+        422,
+        "invalid_weights",
+        "more than the 1048576 allowed",
+        huge_claim=True,
+    )
+)
+case("teacher/unknown-dtype-under-a-900KB-name")(
+    lambda _: teacher(
+        forge({"n" * 900_000: {"dtype": "Q99", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8),
+        422,
+        "invalid_weights",
+        "characters cut",
+    )
+)
+case("metadata-put/header-over-1MiB")(
+    lambda ctx: Hostile(
+        "PUT",
+        f"{TEACHERS}/{ctx.teacher_id}/metadata",
+        422,
+        "invalid_metadata",
+        "over 1048576 bytes",
+        files={
+            "metadata": ("m", forge({"__metadata__": {"x": "y" * (ctx.upload_limit // 2)}}, b""))
+        },
+        huge_claim=True,
+    )
 )
 
 

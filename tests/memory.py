@@ -1,4 +1,5 @@
-"""The test process's peak resident memory, resettable (Linux /proc): how tests bound allocations."""
+"""A process's peak resident memory, resettable (Linux /proc): how tests bound allocations. The
+test process by default, or another process of the same user (a `dfkd serve`) by its pid."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ from pathlib import Path
 CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def reset_peak_rss() -> None:
+def reset_peak_rss(pid: int | str = "self") -> None:
     """Make the peak equal to the current resident size."""
-    CLEAR_REFS.write_text("5")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-def peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def peak_rss(pid: int | str = "self") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")

@@ -61,7 +61,7 @@ def upload_dataset(
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
         try:
-            data = read_labelled(upload.path, 4 * settings.max_upload_bytes)
+            data = read_labelled(upload.path, settings.max_dataset_array_bytes)
         except DatasetFormatError as error:
             raise ApiError(422, "invalid_dataset", str(error)) from None
         dataset = Dataset(

@@ -20,7 +20,7 @@ from api.deps import (
     replay,
 )
 from api.errors import ERROR_RESPONSES, MALFORMED_BODY, ApiError, ErrorResponse
-from api.job_specs import JobCreate, JobSpec
+from api.job_specs import JobCreate, JobSpec, LopesJob
 from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import (
@@ -37,6 +37,7 @@ from api.schemas import (
     as_utc,
 )
 from core.methods import METHODS
+from core.methods.lopes import surrogate_set_bytes
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from service.blobstore import BlobNotFoundError
 from service.idempotency import commit_once, request_fingerprint
@@ -123,7 +124,7 @@ def _validate_student(body: JobSpec, teacher: Teacher, max_parameters: int) -> d
     }
     try:
         kwargs = spec.resolve_kwargs(**{**inherited, **body.student.kwargs})
-        refuse_oversized_model(spec.name, kwargs, max_parameters)
+        refuse_oversized_model(spec.name, kwargs, max_parameters, "DFKD_MAX_STUDENT_PARAMETERS")
     except ArchitectureArgumentError as error:
         raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
     if list(spec.input_shape(**kwargs)) != list(teacher.input_shape):
@@ -140,6 +141,20 @@ def _validate_student(body: JobSpec, teacher: Teacher, max_parameters: int) -> d
             f"the student has {spec.num_classes(**kwargs)} classes but the teacher has {teacher.num_classes}",
         )
     return kwargs
+
+
+def _refuse_oversized_surrogate_set(samples: int, teacher: Teacher, limit: int) -> None:
+    shape = tuple(teacher.input_shape)
+    needed = surrogate_set_bytes(samples, shape, teacher.num_classes)
+    if needed > limit:
+        fitting = limit * samples // needed
+        raise ApiError(
+            422,
+            "validation_error",
+            f"hyperparameters.samples: {samples} reconstructed inputs of shape {list(shape)} "
+            f"take {needed} bytes, more than the {limit} allowed (DFKD_MAX_LOPES_SAMPLE_BYTES); "
+            f"at most {fitting} fit",
+        )
 
 
 # Hyperparameters whose default depends on the worker's device (GPU budget vs CPU).
@@ -209,9 +224,13 @@ def create_job(
             "teacher_not_found",
             f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
         )
-    student_kwargs = _validate_student(body, teacher, settings.max_upload_bytes)
+    student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
+    if isinstance(body, LopesJob):
+        _refuse_oversized_surrogate_set(
+            body.hyperparameters.samples, teacher, settings.max_lopes_sample_bytes
+        )
     if body.method == "lopes" and teacher.metadata_key is None:
         raise ApiError(
             422,

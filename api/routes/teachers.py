@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import torch
@@ -19,17 +20,20 @@ from api.uploads import (
     refuse_declared_oversize,
     refuse_unsafe_formats,
     spool_upload,
+    spooled_blob,
     store_upload,
 )
-from core.metadata import MetadataError, check_teacher, load_metadata
+from core.metadata import MetadataError, check_teacher, load_metadata, weights_file_fingerprint
 from core.models import (
     ArchitectureArgumentError,
     UnknownArchitectureError,
     build,
+    forward_peak_bytes,
     get_spec,
 )
 from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
 from core.weights import (
+    FORWARD_CHECK_BATCH,
     WeightsError,
     check_forward,
     check_weights_file,
@@ -180,13 +184,20 @@ def upload_teacher(
         try:
             spec = get_spec(architecture)
             kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
-            refuse_oversized_model(architecture, kwargs, settings.max_upload_bytes)
+            refuse_oversized_model(
+                architecture, kwargs, settings.max_teacher_parameters, "DFKD_MAX_TEACHER_PARAMETERS"
+            )
             with torch.device("meta"):  # shapes only: the weights' memory is never allocated here
                 model = build(architecture, **kwargs)
         except (UnknownArchitectureError, ArchitectureArgumentError) as error:
             raise ApiError(422, "invalid_architecture", str(error)) from None
         input_shape = spec.input_shape(**kwargs)
         num_classes = spec.num_classes(**kwargs)
+        # the forward check runs here, in the API: only when its activations are small
+        forward_check = (
+            forward_peak_bytes(model, input_shape, FORWARD_CHECK_BATCH)
+            <= settings.forward_check_max_activation_bytes
+        )
     else:
         raise ApiError(
             422,
@@ -222,14 +233,14 @@ def upload_teacher(
                 raise ApiError(422, "invalid_program", str(error)) from None
         else:
             refuse_unsafe_formats(upload.head)
-            with_metadata = metadata is not None and bool(metadata.filename)
             try:
                 check_weights_file(model, upload.path)
-                if upload.size <= settings.forward_check_max_bytes or with_metadata:
-                    model = load_weights(
+                if forward_check and upload.size <= settings.forward_check_max_bytes:
+                    loaded = load_weights(
                         build(architecture, **kwargs), read_state_dict(upload.path)
                     )
-                    check_forward(model, input_shape, num_classes)
+                    check_forward(loaded, input_shape, num_classes)
+                    del loaded
             except WeightsError as error:
                 raise ApiError(422, "invalid_weights", str(error)) from None
         teacher = Teacher(
@@ -255,7 +266,14 @@ def upload_teacher(
                 raise ApiError(
                     422, "invalid_metadata", "activation records need a registry architecture"
                 )
-            _attach_metadata(teacher, model, metadata, blobs, settings.max_upload_bytes)
+            _attach_metadata(
+                teacher,
+                model,
+                lambda: weights_file_fingerprint(upload.path),
+                metadata,
+                blobs,
+                settings.max_upload_bytes,
+            )
         store_upload(blobs, teacher.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
@@ -286,15 +304,27 @@ def _program_shape(
 
 
 def _attach_metadata(
-    teacher: Teacher, model: nn.Module, file: UploadFile, blobs: BlobsDep, limit: int
+    teacher: Teacher,
+    model: nn.Module,
+    fingerprint: Callable[[], str],
+    file: UploadFile,
+    blobs: BlobsDep,
+    limit: int,
 ) -> None:
-    """Validate an activation record against the teacher and store it beside the weights."""
+    """Validate an activation record against the teacher (`model` on the meta device; the
+    weights' `fingerprint`, asked for only once the record's layers fit) and store it beside the
+    weights."""
     upload = spool_upload(file.file, limit)
     try:
         refuse_unsafe_formats(upload.head)
         try:
             record = load_metadata(upload.path)
-            warning = check_teacher(record, model, tuple(teacher.input_shape))
+            warning = check_teacher(
+                record,
+                model,
+                tuple(teacher.input_shape),
+                fingerprint=fingerprint,
+            )
         except MetadataError as error:
             raise ApiError(422, "invalid_metadata", str(error)) from None
         if record.num_classes != teacher.num_classes:
@@ -317,6 +347,12 @@ def _attach_metadata(
         store_upload(blobs, teacher.metadata_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
+
+
+def _stored_fingerprint(blobs: BlobsDep, key: str) -> str:
+    """The stored weights' fingerprint, copied to a temporary file and read in chunks."""
+    with spooled_blob(blobs, key) as weights:
+        return weights_file_fingerprint(weights)
 
 
 @router.put(
@@ -344,11 +380,19 @@ def put_metadata(
             f"activation records need a registry architecture; teacher {teacher_id!r} is a "
             f"{teacher.format} program",
         )
-    model = load_weights(
-        build(teacher.architecture, **teacher.architecture_kwargs),
-        read_state_dict(blobs.get_bytes(teacher.blob_key)),
+    try:
+        with torch.device("meta"):  # the layers' shapes; the weights are never loaded here
+            model = build(teacher.architecture, **teacher.architecture_kwargs)
+    except ArchitectureArgumentError as error:  # stored before the registry's bounds tightened
+        raise ApiError(422, "invalid_architecture", str(error)) from None
+    _attach_metadata(
+        teacher,
+        model,
+        lambda: _stored_fingerprint(blobs, teacher.blob_key),
+        metadata,
+        blobs,
+        settings.max_upload_bytes,
     )
-    _attach_metadata(teacher, model, metadata, blobs, settings.max_upload_bytes)
     session.commit()
     return to_public(teacher)
 

@@ -13,6 +13,7 @@ from core.metadata.record import (
     record_metadata,
     save_metadata,
     teacher_fingerprint,
+    weights_file_fingerprint,
 )
 from core.metadata.statistics import DEFAULT_RANK, STATS_KINDS, ClassStatistics
 
@@ -35,4 +36,5 @@ __all__ = [
     "recorded_layers",
     "save_metadata",
     "teacher_fingerprint",
+    "weights_file_fingerprint",
 ]

@@ -45,9 +45,7 @@ def recorded_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list
     """The hidden Linear/Conv2d outputs in forward order, then the logits (the classifier's output)."""
     calls: list[tuple[str, torch.Tensor]] = []
     handles = [
-        module.register_forward_hook(
-            lambda _m, _i, output, name=name: calls.append((name, output.detach()))
-        )
+        module.register_forward_hook(lambda _m, _i, output, name=name: calls.append((name, output)))
         for name, module in model.named_modules()
         if isinstance(module, RECORDED_MODULE_TYPES)
     ]
@@ -68,9 +66,14 @@ def recorded_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list
     if repeated:
         raise MetadataError(f"module(s) {repeated} run more than once per forward pass")
     classifier, classifier_output = calls[-1]
-    if classifier_output.shape != output.shape or not torch.allclose(
-        classifier_output, output, rtol=0, atol=0, equal_nan=True
-    ):
+    # on the meta device there are no values to compare: the classifier's output must be the
+    # model's output itself (as it is in every registry model)
+    same = classifier_output is output or (
+        not output.is_meta
+        and classifier_output.shape == output.shape
+        and torch.allclose(classifier_output, output, rtol=0, atol=0, equal_nan=True)
+    )
+    if not same:
         raise MetadataError(
             f"the last Linear/Conv2d module ({classifier!r}) does not produce the model's output, "
             "so the logits cannot be tied to the layers below them"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +50,7 @@ from core.metadata.statistics import (
     stats_bytes,
     tensor_shapes,
 )
+from core.weights import MAX_HEADER_BYTES, safetensors_header, tensor_chunks
 
 RECORD_TYPES = ("top_layer", "all_layers", "spectral_all_layers", "spectral_layer_pairs")
 DEFAULT_TEMPERATURE = 8.0
@@ -208,6 +209,19 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def weights_file_fingerprint(path: Path) -> str:
+    """teacher_fingerprint of the teacher whose weights are the safetensors file at `path`, read
+    tensor by tensor in chunks: the weights are never in memory whole. The file must have passed
+    validate_safetensors."""
+    _, header = safetensors_header(path)
+    digest = hashlib.sha256()
+    for name in sorted(header):
+        digest.update(name.encode())
+        for _, values in tensor_chunks(path, [name]):
+            digest.update(values.float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 @torch.no_grad()
 def record_metadata(
     teacher: nn.Module,
@@ -362,6 +376,14 @@ def _header(source: Path | bytes) -> dict:
     from safetensors import safe_open
 
     if isinstance(source, bytes):
+        prefix, size = source[:8], len(source)
+    else:
+        with Path(source).open("rb") as handle:
+            prefix, size = handle.read(8), Path(source).stat().st_size
+    length = int.from_bytes(prefix, "little")
+    if MAX_HEADER_BYTES < length <= size - 8:  # refused before it is read or parsed
+        raise MetadataError(f"not a metadata record: its header is over {MAX_HEADER_BYTES} bytes")
+    if isinstance(source, bytes):
         size = int.from_bytes(source[:8], "little")
         if size <= 0 or size > len(source) - 8:
             raise MetadataError("not a safetensors file (bad header length)")
@@ -484,9 +506,14 @@ def _tensor(tensors: dict[str, torch.Tensor], name: str, shape: tuple[int, ...])
 
 
 def check_teacher(
-    metadata: Metadata, teacher: nn.Module, input_shape: tuple[int, int, int]
+    metadata: Metadata,
+    teacher: nn.Module,
+    input_shape: tuple[int, int, int],
+    fingerprint: Callable[[], str] | None = None,
 ) -> str | None:
-    """Raise if the record's layers do not fit `teacher`; return a warning if its weights differ."""
+    """Raise if the record's layers do not fit `teacher`; return a warning if its weights differ.
+    `teacher` may live on the meta device when `fingerprint` gives its weights' fingerprint
+    (e.g. weights_file_fingerprint of its file): then no weight is ever in memory."""
     if tuple(input_shape) != tuple(metadata.input_shape):
         raise MetadataError(
             f"the record was made for inputs {list(metadata.input_shape)}, the teacher takes {list(input_shape)}"
@@ -500,7 +527,9 @@ def check_teacher(
             f"{[(layer.name, list(layer.shape)) for layer in metadata.layers]}, teacher has "
             f"{[(layer.name, list(layer.shape)) for layer in layers]}"
         )
-    if metadata.teacher_sha256 and metadata.teacher_sha256 != teacher_fingerprint(teacher):
+    if metadata.teacher_sha256 and metadata.teacher_sha256 != (
+        fingerprint() if fingerprint is not None else teacher_fingerprint(teacher)
+    ):
         return (
             "the metadata was recorded with different teacher weights (fingerprints differ); "
             "reconstruction will target activations this teacher may not produce"

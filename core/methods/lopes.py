@@ -94,6 +94,13 @@ class LopesConfig:
 Config = LopesConfig
 
 
+def surrogate_set_bytes(samples: int, input_shape: tuple[int, ...], num_classes: int) -> int:
+    """Bytes the reconstructed set of `samples` inputs takes at its largest, all float32: the
+    batches kept so far and their concatenation (twice the inputs), then the teacher's logits and
+    soft targets."""
+    return samples * (2 * math.prod(input_shape) + 2 * num_classes) * 4
+
+
 @dataclass
 class _State:
     images: list[torch.Tensor]  # reconstructed batches so far

@@ -1,9 +1,11 @@
 """Teacher and student architectures, one registry for both."""
 
 from core.models import alexnet, lenet, mlp, resnet, wrn  # noqa: F401  (registers the architectures)
+from core.models.footprint import forward_peak_bytes
 from core.models.registry import (
     ArchitectureArgumentError,
     ArchitectureSpec,
+    Bound,
     UnknownArchitectureError,
     build,
     get_spec,
@@ -15,8 +17,10 @@ from core.models.registry import (
 __all__ = [
     "ArchitectureArgumentError",
     "ArchitectureSpec",
+    "Bound",
     "UnknownArchitectureError",
     "build",
+    "forward_peak_bytes",
     "get_spec",
     "list_architectures",
     "planned_parameters",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.models.registry import register_model
+from core.models.registry import RATE_BOUND, Bound, register_model
 
 _CHANNELS = (64, 192, 384, 256, 256)
 _HIDDEN = 4096
@@ -64,9 +64,10 @@ class SmallAlexNet(nn.Module):
 
 
 _TAPS = ("stage1", "stage2", "stage3")
+_BOUNDS = {"width": Bound(0.01, 4.0, integer=False), "dropout": RATE_BOUND}
 
 
-@register_model(taps=_TAPS)
+@register_model(taps=_TAPS, bounds=_BOUNDS)
 def alexnet(
     num_classes: int = 10,
     in_channels: int = 3,
@@ -78,7 +79,7 @@ def alexnet(
     return SmallAlexNet(num_classes, in_channels, image_size, width, dropout)
 
 
-@register_model(taps=_TAPS)
+@register_model(taps=_TAPS, bounds=_BOUNDS)
 def alexnet_half(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, dropout: float = 0.0
 ) -> nn.Module:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
-from core.models.registry import register_model
+from core.models.registry import SHAPE_BOUNDS, register_model
 
 
 class LeNet5(nn.Module):
@@ -34,13 +36,17 @@ class LeNet5(nn.Module):
         return self.classifier(self.block3(self.block2(self.block1(x))))
 
 
-@register_model(taps=("block1", "block2"))
+# two 5x5 convs and two pools: below 16 px nothing is left for the third conv
+_BOUNDS = {"image_size": replace(SHAPE_BOUNDS["image_size"], minimum=16)}
+
+
+@register_model(taps=("block1", "block2"), bounds=_BOUNDS)
 def lenet5(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> nn.Module:
     """LeNet-5: 6-16-120 conv channels, 84 hidden units (~61k parameters at 32x32x1)."""
     return LeNet5(num_classes, in_channels, image_size, widths=(6, 16, 120, 84))
 
 
-@register_model(taps=("block1", "block2"))
+@register_model(taps=("block1", "block2"), bounds=_BOUNDS)
 def lenet5_half(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> nn.Module:
     """LeNet-5-half: every layer at half the channels of LeNet-5 (3-8-60, 42 hidden units)."""
     return LeNet5(num_classes, in_channels, image_size, widths=(3, 8, 60, 42))

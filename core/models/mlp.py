@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from core.models.registry import register_model
+from core.models.registry import RATE_BOUND, register_model
 
 
 class HintonMLP(nn.Module):
@@ -39,7 +39,7 @@ class HintonMLP(nn.Module):
         return self.fc3(x)
 
 
-@register_model(taps=())
+@register_model(taps=(), bounds={"dropout": RATE_BOUND})
 def hinton1200(
     num_classes: int = 10, in_channels: int = 1, image_size: int = 28, dropout: float = 0.0
 ) -> nn.Module:
@@ -47,7 +47,7 @@ def hinton1200(
     return HintonMLP(num_classes, in_channels, image_size, hidden=1200, dropout=dropout)
 
 
-@register_model(taps=())
+@register_model(taps=(), bounds={"dropout": RATE_BOUND})
 def hinton800(
     num_classes: int = 10, in_channels: int = 1, image_size: int = 28, dropout: float = 0.0
 ) -> nn.Module:

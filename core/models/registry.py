@@ -24,6 +24,44 @@ class ArchitectureArgumentError(ValueError):
     """Raised when keyword arguments do not fit an architecture's constructor."""
 
 
+Number = int | float
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values one size-driving argument may take: checked before anything is built, so a
+    request for a huge model costs no memory and no time."""
+
+    minimum: Number
+    maximum: Number
+    integer: bool = True
+
+    def check(self, architecture: str, argument: str, value: Any) -> None:
+        kind = "an integer" if self.integer else "a number"
+        valid_type = isinstance(value, int) or (not self.integer and isinstance(value, float))
+        if isinstance(value, bool) or not valid_type:
+            raise ArchitectureArgumentError(
+                f"{architecture}: {argument} must be {kind} from {self.minimum} to "
+                f"{self.maximum}, got {value!r:.100}"
+            )
+        if not self.minimum <= value <= self.maximum:
+            raise ArchitectureArgumentError(
+                f"{architecture}: {argument} must be from {self.minimum} to {self.maximum}, "
+                f"got {value}"
+            )
+
+
+# What every registry model is bounded to unless its entry says otherwise: enough for the
+# documented sizes (32 px CIFAR/MNIST, 224 px ImageNet-like inputs, 1 000+ classes), far below
+# what would take the service's memory.
+SHAPE_BOUNDS: dict[str, Bound] = {
+    "num_classes": Bound(2, 100_000),
+    "in_channels": Bound(1, 64),
+    "image_size": Bound(8, 512),
+}
+RATE_BOUND = Bound(0.0, 0.99, integer=False)  # dropout-like probabilities
+
+
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """What the registry knows about one architecture."""
@@ -34,16 +72,21 @@ class ArchitectureSpec:
     # Module names whose outputs are the attention taps (main stages), in forward order.
     taps: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
+    bounds: dict[str, Bound] = field(default_factory=dict)
 
     def resolve_kwargs(self, **kwargs: Any) -> dict[str, Any]:
-        """Defaults overlaid with `kwargs`; unknown keys raise ArchitectureArgumentError."""
+        """Defaults overlaid with `kwargs`; unknown keys, and values outside the entry's bounds,
+        raise ArchitectureArgumentError naming the argument, its bound and the value."""
         unknown = sorted(set(kwargs) - set(self.defaults))
         if unknown:
             raise ArchitectureArgumentError(
                 f"architecture {self.name!r} takes no argument(s) {unknown}; "
                 f"it takes {sorted(self.defaults)}"
             )
-        return {**self.defaults, **kwargs}
+        resolved = {**self.defaults, **kwargs}
+        for argument, bound in self.bounds.items():
+            bound.check(self.name, argument, resolved[argument])
+        return resolved
 
     def input_shape(self, **kwargs: Any) -> tuple[int, int, int]:
         resolved = self.resolve_kwargs(**kwargs)
@@ -60,8 +103,13 @@ class ArchitectureSpec:
 _REGISTRY: dict[str, ArchitectureSpec] = {}
 
 
-def register_model(*, taps: tuple[str, ...]) -> Callable[[ModelFactory], ModelFactory]:
-    """Register a constructor under its function name; its keyword defaults become the spec's."""
+def register_model(
+    *, taps: tuple[str, ...], bounds: dict[str, Bound] | None = None
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a constructor under its function name; its keyword defaults become the spec's.
+
+    Every numeric argument must be bounded: `bounds` overlays SHAPE_BOUNDS, and an argument left
+    unbounded is a TypeError at import, so a new architecture cannot forget one."""
 
     def decorate(factory: ModelFactory) -> ModelFactory:
         signature = inspect.signature(factory)
@@ -73,6 +121,16 @@ def register_model(*, taps: tuple[str, ...]) -> Callable[[ModelFactory], ModelFa
         for required in ("num_classes", "in_channels", "image_size"):
             if required not in defaults:
                 raise TypeError(f"{factory.__name__} must take {required}=... as a keyword")
+        declared = {**SHAPE_BOUNDS, **(bounds or {})}
+        unbounded = sorted(
+            name
+            for name, value in defaults.items()
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and name not in declared
+        )
+        if unbounded:
+            raise TypeError(f"{factory.__name__} must declare bounds for {unbounded}")
         doc = inspect.getdoc(factory) or ""
         _REGISTRY[factory.__name__] = ArchitectureSpec(
             name=factory.__name__,
@@ -80,6 +138,7 @@ def register_model(*, taps: tuple[str, ...]) -> Callable[[ModelFactory], ModelFa
             description=doc.splitlines()[0] if doc else "",
             taps=taps,
             defaults=defaults,
+            bounds={name: bound for name, bound in declared.items() if name in defaults},
         )
         return factory
 
@@ -113,7 +172,8 @@ def build(name: str, **kwargs: Any) -> nn.Module:
 
 def planned_parameters(name: str, **kwargs: Any) -> int:
     """Parameters and buffers `build(name, **kwargs)` would allocate, counted on the meta device
-    (no memory): lets a caller refuse a huge model before building it."""
+    (no memory, and quick: `build` checks the entry's bounds first, so the model is never deep or
+    wide past them): lets a caller refuse a huge model before building it."""
     with torch.device("meta"):
         model = build(name, **kwargs)
     return sum(tensor.numel() for tensor in model.state_dict().values())

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.registry import register_model
+from core.models.registry import Bound, register_model
 
 
 class BasicBlock(nn.Module):
@@ -73,9 +73,10 @@ def _check_size(image_size: int) -> None:
 
 
 _TAPS = ("layer1", "layer2", "layer3", "layer4")
+_BOUNDS = {"width": Bound(1, 256)}  # channels of the first stage (64 in the paper)
 
 
-@register_model(taps=_TAPS)
+@register_model(taps=_TAPS, bounds=_BOUNDS)
 def resnet18(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64
 ) -> nn.Module:
@@ -84,7 +85,7 @@ def resnet18(
     return CifarResNet((2, 2, 2, 2), num_classes, in_channels, width)
 
 
-@register_model(taps=_TAPS)
+@register_model(taps=_TAPS, bounds=_BOUNDS)
 def resnet34(
     num_classes: int = 10, in_channels: int = 3, image_size: int = 32, width: int = 64
 ) -> nn.Module:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.models.registry import register_model
+from core.models.registry import RATE_BOUND, Bound, register_model
 
 
 class PreActBlock(nn.Module):
@@ -82,7 +82,11 @@ class WideResNet(nn.Module):
         return self.fc(out)
 
 
-@register_model(taps=("group1", "group2", "group3"))
+# WRN-16-1 ... WRN-40-2 in ZSKT, WRN-28-10 the widest in the paper; depth is 6n+4
+_BOUNDS = {"depth": Bound(10, 100), "widen_factor": Bound(1, 20), "drop_rate": RATE_BOUND}
+
+
+@register_model(taps=("group1", "group2", "group3"), bounds=_BOUNDS)
 def wrn(
     depth: int = 16,
     widen_factor: int = 1,

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from core.messages import MAX_MESSAGE_CHARS
+from core.models import build, forward_peak_bytes
 from service.auth import create_key
 from service.db import make_engine, make_session_factory, session_scope
 from service.migrate import upgrade_to_head
@@ -43,11 +46,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     root = tmp_path_factory.mktemp("hostile")
     temp = root / "tmp"
     temp.mkdir()
-    settings = Settings(data_dir=root / "data", max_upload_bytes=LIMIT, allow_program_teachers=True)
+    settings = Settings(
+        data_dir=root / "data",
+        max_upload_bytes=LIMIT,
+        allow_program_teachers=True,
+        max_dataset_array_bytes=LIMIT // 2,
+    )
     settings.data_dir.mkdir(parents=True)
     upgrade_to_head(settings.resolved_database_url)
     with session_scope(make_session_factory(make_engine(settings.resolved_database_url))) as s:
         _, other_key = create_key(s, "other", "ci")
+    # torch makes its inductor cache folder in the temp dir the first time a model runs on the
+    # meta device (as the API sizes models): a folder of torch's, once per process, not an upload
+    with torch.device("meta"):
+        forward_peak_bytes(build("lenet5"), (1, 32, 32), 2)
     saved_tempdir = tempfile.tempdir
     tempfile.tempdir = str(temp)
     app = create_app(settings, queue=InProcessJobQueue())
@@ -142,6 +154,8 @@ def test_hostile_input_gets_a_clear_4xx_and_nothing_is_kept(world: World, name: 
     error = body["error"]
     assert error["code"] == hostile.code, error
     assert len(error["message"]) >= 10, error
+    assert len(error["message"]) <= MAX_MESSAGE_CHARS, "the message repeats a long input"
+    assert len(response.content) < 16 * 1024, "the answer repeats a long input"
     assert hostile.fragment in error["message"], error
     assert stored(world) == before
     assert list(world.temp.iterdir()) == [], "a temporary file was left behind"

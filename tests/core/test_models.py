@@ -76,7 +76,7 @@ def test_unknown_architecture_and_arguments_are_named_in_the_error() -> None:
         build("lenet5", widen_factor=2)
     with pytest.raises(ArchitectureArgumentError, match="6n\\+4"):
         build("wrn", depth=11)
-    with pytest.raises(ArchitectureArgumentError, match="too small"):
+    with pytest.raises(ArchitectureArgumentError, match="image_size must be from 16 to 512"):
         build("lenet5", image_size=8)
 
 
