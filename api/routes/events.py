@@ -67,7 +67,7 @@ def get_events(
     follow = Follow(
         job_id, tenant, secret, events_after, metrics_after, settings.event_stream_max_seconds
     )
-    stream = follow_job(state.sessions, state.stream_polls, follow)
+    stream = follow_job(state.sessions, state.stream_polls, state.stream_slots, follow)
     return EventStreamResponse(stream, state.stream_slots, tenant)  # type: ignore[return-value]
 
 
