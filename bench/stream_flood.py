@@ -26,7 +26,6 @@ from pathlib import Path
 import httpx
 import redis
 from polling import postgres_database
-from safetensors.torch import save_file
 from service_harness import (
     command_line,
     machine,
@@ -37,9 +36,8 @@ from service_harness import (
     write_doc_subsection,
 )
 
-from core.models import build
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.processes import start_tiny_job
 from tests.sse_clients import open_stream
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -96,23 +94,7 @@ def run(streams: int, seconds: float, database: str, directory: Path) -> dict:
         stack.callback(stop, process)
         stack.callback(lambda: redis.Redis.from_url(REDIS_URL).delete(queue))
         client = stack.enter_context(httpx.Client(base_url=base, timeout=60))
-        weights = directory / "teacher.safetensors"
-        save_file(build("lenet5").state_dict(), str(weights))
-        with weights.open("rb") as handle:
-            teacher = client.post(
-                "/v1/teachers", files={"file": handle}, data={"architecture": "lenet5"}
-            )
-        teacher.raise_for_status()
-        job = client.post(
-            "/v1/jobs",
-            json={
-                "teacher_id": teacher.json()["id"],
-                "student": {"architecture": "lenet5_half"},
-                "iterations": 10,
-            },
-        )
-        job.raise_for_status()
-        job_id = job.json()["id"]
+        job_id = start_tiny_job(client)
         quiet = {path: summary(latencies_ms(client, path, 3)) for path in ("/healthz",)}
         opened_at = time.perf_counter()
         sockets = []

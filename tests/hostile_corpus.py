@@ -1035,59 +1035,37 @@ def over_the_body_cap(ctx: Context) -> bytes:
 
 
 JSON = {"content-type": "application/json"}
+
+
+def raw_job(
+    status: int, code: str, fragment: str, content: bytes | Iterator[bytes], headers: dict = JSON
+) -> Hostile:
+    return Hostile("POST", JOBS, status, code, fragment, content=content, headers=headers)
+
+
 case("job/body-over-the-body-cap")(
-    lambda ctx: Hostile(
-        "POST",
-        JOBS,
-        413,
-        "body_too_large",
-        "DFKD_MAX_BODY_BYTES",
-        content=over_the_body_cap(ctx),
-        headers=JSON,
-    )
+    lambda ctx: raw_job(413, "body_too_large", "DFKD_MAX_BODY_BYTES", over_the_body_cap(ctx))
 )
 case("job/body-over-the-body-cap-chunked")(
-    lambda ctx: Hostile(
-        "POST",
-        JOBS,
-        413,
-        "body_too_large",
-        "DFKD_MAX_BODY_BYTES",
-        content=chunks(over_the_body_cap(ctx)),
-        headers=JSON,
+    lambda ctx: raw_job(
+        413, "body_too_large", "DFKD_MAX_BODY_BYTES", chunks(over_the_body_cap(ctx))
     )
 )
 case("job/multipart-body-on-the-json-route")(
-    lambda ctx: Hostile(
-        "POST",
-        JOBS,
+    lambda _: raw_job(
         413,
         "body_too_large",
         "DFKD_MAX_BODY_BYTES",
-        content=multipart({"padding": "x" * BODY_CAP}, None),
-        headers={"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+        multipart({"padding": "x" * BODY_CAP}, None),
+        {"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
     )
 )
 case("job/json-nested-5000-deep")(
-    lambda ctx: Hostile(
-        "POST",
-        JOBS,
-        422,
-        "json_too_deep",
-        "too deeply",
-        content=raw_job_json(ctx, nested(5000)),
-        headers=JSON,
-    )
+    lambda ctx: raw_job(422, "json_too_deep", "too deeply", raw_job_json(ctx, nested(5000)))
 )
 case("job/metadata-nested-400-deep")(
-    lambda ctx: Hostile(
-        "POST",
-        JOBS,
-        422,
-        "validation_error",
-        "nested deeper than 8 levels",
-        content=raw_job_json(ctx, nested(400)),
-        headers=JSON,
+    lambda ctx: raw_job(
+        422, "validation_error", "nested deeper than 8 levels", raw_job_json(ctx, nested(400))
     )
 )
 case("job/metadata-over-16-KiB")(

@@ -5,7 +5,6 @@ HTTP, so streams really stay open), on the embedded default with keys required; 
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 import time
@@ -28,8 +27,7 @@ from service.migrate import upgrade_to_head
 from service.models import ApiKey
 from service.queue import InProcessJobQueue
 from service.settings import Settings
-from tests.hostile_corpus import good_weights
-from tests.processes import free_port, wait_until
+from tests.processes import free_port, start_tiny_job, wait_until
 from tests.sse_clients import open_stream, sse_events
 
 
@@ -97,22 +95,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., Served]]:
             with httpx.Client(
                 base_url=base_url, headers={"Authorization": f"Bearer {secret}"}, timeout=30
             ) as client:
-                teacher = client.post(
-                    "/v1/teachers",
-                    files={"file": ("t.safetensors", io.BytesIO(good_weights()))},
-                    data={"architecture": "lenet5"},
-                )
-                assert teacher.status_code == 201, teacher.text
-                job = client.post(
-                    "/v1/jobs",
-                    json={
-                        "teacher_id": teacher.json()["id"],
-                        "student": {"architecture": "lenet5_half"},
-                        "iterations": 10,
-                    },
-                )
-                assert job.status_code == 202, job.text
-            tenants[name] = Tenant(secret, key_id, job.json()["id"])
+                tenants[name] = Tenant(secret, key_id, start_tiny_job(client))
         return Served(app, base_url, tenants)
 
     yield start

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -15,8 +14,7 @@ from service.migrate import upgrade_to_head
 from service.models import DEFAULT_TENANT, Job, JobStatus
 from service.queue import InProcessJobQueue
 from service.settings import Settings
-from tests.hostile_corpus import good_weights
-from tests.processes import free_port
+from tests.processes import free_port, start_tiny_job
 from worker.context import make_context
 from worker.job import run_job
 
@@ -64,28 +62,12 @@ def test_request_ids_are_echoed_or_made(client: TestClient) -> None:
     assert re.fullmatch(r"[0-9a-f]{32}", made)
 
 
-def queued_job(client: TestClient) -> str:
-    teacher = client.post(
-        "/v1/teachers",
-        files={"file": ("t.safetensors", io.BytesIO(good_weights()))},
-        data={"architecture": "lenet5"},
-    )
-    assert teacher.status_code == 201, teacher.text
-    body = {
-        "teacher_id": teacher.json()["id"],
-        "student": {"architecture": "lenet5_half"},
-        "iterations": 10,
-        "batch_size": 16,
-    }
-    return client.post("/v1/jobs", json=body).json()["id"]
-
-
 def test_metrics_carry_no_job_ids_or_tenants(client: TestClient) -> None:
-    job_ids = [queued_job(client) for _ in range(2)]
+    job_ids = [start_tiny_job(client) for _ in range(2)]
     with session_scope(client.app.state.sessions) as session:
         for job_id in job_ids:
             job = session.get(Job, job_id)
-            job.status, job.samples_per_second = JobStatus.running, 64.0
+            job.status, job.samples_per_second, job.batch_size = JobStatus.running, 64.0, 16
     text = client.get("/metrics").text
     for job_id in job_ids:
         assert job_id not in text

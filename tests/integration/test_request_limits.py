@@ -7,7 +7,6 @@ grow with them."""
 
 from __future__ import annotations
 
-import io
 import json
 import secrets
 import socket
@@ -24,8 +23,7 @@ import redis
 from service.auth import create_key
 from service.db import make_engine, make_session_factory, session_scope
 from service.migrate import upgrade_to_head
-from tests.hostile_corpus import good_weights
-from tests.processes import start_api, stop, wait_until
+from tests.processes import start_api, start_tiny_job, stop, wait_until
 from tests.sse_clients import open_stream
 
 STREAMS = 40
@@ -74,22 +72,8 @@ def deployment(
         with httpx.Client(
             base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60
         ) as client:
-            teacher = client.post(
-                "/v1/teachers",
-                files={"file": ("t.safetensors", io.BytesIO(good_weights()))},
-                data={"architecture": "lenet5"},
-            )
-            assert teacher.status_code == 201, teacher.text
-            job = client.post(
-                "/v1/jobs",
-                json={
-                    "teacher_id": teacher.json()["id"],
-                    "student": {"architecture": "lenet5_half"},
-                    "iterations": 10,
-                },
-            )
-            assert job.status_code == 202, job.text
-        yield Deployment(base_url, process.pid, key, job.json()["id"])
+            job_id = start_tiny_job(client)
+        yield Deployment(base_url, process.pid, key, job_id)
     finally:
         stop(process)
         redis.Redis.from_url(redis_url).delete(queue)
