@@ -82,8 +82,7 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(
                 422,
                 "json_too_deep",
-                "the JSON body nests lists and objects too deeply to be read; "
-                "job metadata may nest at most 8 levels",
+                "the JSON body nests lists and objects too deeply to be read",
             )
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         message = str(error.detail)
