@@ -1,13 +1,18 @@
 """A request-body size cap enforced while the body arrives, not after it has been parsed.
 
-Starlette's multipart parser spools a whole upload to disk before a route runs, and a chunked
-request (no Content-Length) declares no size to check up front: without this middleware a client
-could fill the disk with one request. This counts the body's bytes as they arrive and answers
-413 `upload_too_large` as soon as they pass the cap; the route never sees the rest.
+Starlette's multipart parser spools a whole upload to disk before a route runs, FastAPI reads a
+JSON body whole before the route's dependencies run, and a chunked request (no Content-Length)
+declares no size to check up front: without this middleware a client could fill the disk or the
+API's memory with one request. This counts the body's bytes as they arrive and answers 413 as
+soon as they pass the cap of the route: the upload cap (`upload_too_large`) on the routes that take
+files, the small body cap (`body_too_large`, DFKD_MAX_BODY_BYTES) everywhere else. The route never
+sees the rest.
 """
 
 from __future__ import annotations
 
+from fastapi import params
+from fastapi.routing import APIRoute
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,19 +22,37 @@ from api.errors import error_response
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
+def takes_files(route: object) -> bool:
+    """A route whose body is a multipart form (FastAPI's File is a kind of Form)."""
+    return (
+        isinstance(route, APIRoute)
+        and route.body_field is not None
+        and isinstance(route.body_field.field_info, params.Form)
+    )
+
+
 class BodySizeLimit:
-    """Caps every request body at `limit` bytes (the upload cap plus multipart framing)."""
+    """Caps every request body: `upload_limit` bytes (the upload cap plus multipart framing) on
+    routes that take files, `body_limit` on the others."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, upload_limit: int, body_limit: int) -> None:
         self.app = app
-        self.limit = limit
+        self.upload_limit = upload_limit
+        self.body_limit = body_limit
 
-    def _too_large(self) -> JSONResponse:
+    def _too_large(self, upload: bool) -> JSONResponse:
+        if upload:
+            return error_response(
+                413,
+                "upload_too_large",
+                f"the request body is larger than the {self.upload_limit} byte limit "
+                "(the upload size limit plus room for the multipart form around the file)",
+            )
         return error_response(
             413,
-            "upload_too_large",
-            f"the request body is larger than the {self.limit} byte limit "
-            "(the upload size limit plus room for the multipart form around the file)",
+            "body_too_large",
+            f"the request body is larger than the {self.body_limit} byte limit for bodies "
+            "other than uploads (DFKD_MAX_BODY_BYTES)",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -37,27 +60,34 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._too_large()(scope, receive, send)
-            return
-
         received = 0
         refused = False
         started = False
+        limit: int | None = None
+
+        async def refuse(upload: bool) -> Message:
+            nonlocal refused
+            refused = True
+            if not started:
+                await self._too_large(upload)(scope, receive, send)
+            # the app sees a client that went away: it stops reading and cleans up
+            return {"type": "http.disconnect"}
 
         async def counted_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received, limit
             if refused:
                 return {"type": "http.disconnect"}
+            # the body is first read once the request is routed: the route says which cap holds
+            upload = takes_files(scope.get("route"))
+            if limit is None:
+                limit = self.upload_limit if upload else self.body_limit
+                if declared is not None and declared.isdigit() and int(declared) > limit:
+                    return await refuse(upload)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    refused = True
-                    if not started:
-                        await self._too_large()(scope, receive, send)
-                    # the app sees a client that went away: it stops reading and cleans up
-                    return {"type": "http.disconnect"}
+                if received > limit:
+                    return await refuse(upload)
             return message
 
         async def guarded_send(message: Message) -> None:

@@ -9,11 +9,11 @@ from fastapi import Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.authentication import tenant_of
 from api.errors import ApiError
-from service.auth import tenant_for_key
 from service.blobstore import BlobStore
 from service.idempotency import IdempotencyConflictError, replayed_resource
-from service.models import DEFAULT_TENANT, Base
+from service.models import Base
 from service.queue import JobQueue
 from service.settings import Settings
 
@@ -42,26 +42,17 @@ QueueDep = Annotated[JobQueue, Depends(get_queue)]
 
 
 bearer = HTTPBearer(auto_error=False, description="an API key made with `dfkd keys create`")
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def get_tenant(
     session: SessionDep,
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    credentials: CredentialsDep,
 ) -> str:
     """The caller's tenant. Without a key: the default tenant on an open deployment, else 401."""
-    if credentials is None:
-        if settings.require_api_keys:
-            raise ApiError(
-                401,
-                "missing_api_key",
-                "send `Authorization: Bearer <key>`; keys come from `dfkd keys create`",
-            )
-        return DEFAULT_TENANT
-    tenant = tenant_for_key(session, credentials.credentials)
-    if tenant is None:
-        raise ApiError(401, "invalid_api_key", "the API key is unknown or revoked")
-    return tenant
+    secret = credentials.credentials if credentials is not None else None
+    return tenant_of(session, secret, settings.require_api_keys)
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]

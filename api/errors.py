@@ -25,13 +25,19 @@ class ErrorResponse(BaseModel):
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
 
 def error_response(
@@ -82,6 +88,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
         response = error_response(error.status, error.code, error.message, error.details)
+        response.headers.update(error.headers)
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -94,6 +101,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
+            # FastAPI's JSON parse gave up on nesting deeper than Python's recursion limit
+            return error_response(
+                422,
+                "json_too_deep",
+                "the JSON body nests lists and objects too deeply to be read",
+            )
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         message = str(error.detail)
         if error.status_code == 400:  # the body could not be parsed at all (e.g. broken multipart)
@@ -111,6 +125,20 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The body could not be parsed (malformed_body)"},
+}
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {
+        "model": ErrorResponse,
+        "description": "The body is larger than DFKD_MAX_BODY_BYTES (body_too_large)",
+    },
+}
+TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorResponse,
+        "description": "Too many open event streams for the tenant or the API (too_many_streams); "
+        "Retry-After says when to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    },
 }
 UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
     **MALFORMED_BODY,

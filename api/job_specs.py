@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, HttpUrl, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    HttpUrl,
+    Tag,
+    model_validator,
+)
 
+from api.json_limits import bounded_json
 from core.methods.dfad import DFADConfig
 from core.methods.lopes import LopesConfig
 from core.methods.zskt import (
@@ -21,6 +31,8 @@ from core.methods.zskt import (
 _ZSKT = ZSKTConfig()
 _DFAD = DFADConfig()
 _LOPES = LopesConfig()
+METADATA_MAX_BYTES = 16 * 1024
+METADATA_MAX_DEPTH = 8
 
 
 class StudentSpec(BaseModel):
@@ -225,8 +237,13 @@ class JobSpecBase(BaseModel):
     student: StudentSpec
     webhook: WebhookSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed for every random draw of the job")
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="free-form, returned as given"
+    metadata: Annotated[
+        dict[str, Any],
+        BeforeValidator(bounded_json("metadata", METADATA_MAX_BYTES, METADATA_MAX_DEPTH)),
+    ] = Field(
+        default_factory=dict,
+        description=f"free-form, returned as given; at most {METADATA_MAX_BYTES} bytes as JSON "
+        f"and {METADATA_MAX_DEPTH} levels deep",
     )
     evaluation_dataset_id: str | None = Field(
         None,

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 
+from api.authentication import KeyBeforeBody
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
-from api.observability import install_observability
+from api.event_stream import POLL_THREADS
+from api.observability import install_observability, serve_internal_metrics
 from api.routes import architectures, datasets, events, health, jobs, teachers
+from api.stream_slots import StreamSlots
 from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
 from service.db import make_engine, make_session_factory
@@ -42,8 +46,11 @@ def create_app(
     engine = make_engine(settings.resolved_database_url)
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_metrics = serve_internal_metrics(app)
         yield
+        if stop_metrics is not None:
+            stop_metrics()
         engine.dispose()
 
     # Swagger UI (/docs) and ReDoc (/redoc) from files in the fastapi-offline wheel, served under
@@ -60,9 +67,21 @@ def create_app(
     app.state.sessions = make_session_factory(engine)
     app.state.blobs = blobs or make_blob_store(settings)
     app.state.queue = queue or make_job_queue(settings)
+    app.state.stream_slots = StreamSlots(
+        settings.max_event_streams, settings.max_event_streams_per_tenant
+    )
+    app.state.stream_polls = anyio.CapacityLimiter(POLL_THREADS)
     install_error_handlers(app)
-    # inside the observability middleware, so a refused body is still counted and logged
-    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes + UPLOAD_OVERHEAD)
+    # inside the observability middleware, so a refused body is still counted and logged; the
+    # key is checked first (outermost), before any of the body is read
+    app.add_middleware(
+        BodySizeLimit,
+        upload_limit=settings.max_upload_bytes + UPLOAD_OVERHEAD,
+        body_limit=settings.max_body_bytes,
+    )
+    app.add_middleware(
+        KeyBeforeBody, sessions=app.state.sessions, require_keys=settings.require_api_keys
+    )
     install_observability(app)
     for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)

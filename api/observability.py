@@ -1,4 +1,9 @@
-"""Request ids, request latency and GET /metrics for Prometheus."""
+"""Request ids, request latency and GET /metrics for Prometheus.
+
+No series carries tenant data (job ids, tenant names, raw paths): jobs are counted by state and
+summed by method, requests labelled by route template. Who may read them is the operator's
+choice (DFKD_METRICS_ACCESS): anyone, any valid API key, or only an internal port.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 from fastapi import FastAPI, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.authentication import tenant_of
+from api.deps import CredentialsDep
 from service.logs import request_id
 from service.models import Job, JobStatus
 from service.queue import JobQueue
@@ -29,8 +43,8 @@ class JobCollector(Collector):
         by_state = GaugeMetricFamily("dfkd_jobs", "Jobs by state", labels=["status"])
         speed = GaugeMetricFamily(
             "dfkd_job_iterations_per_second",
-            "Iterations per second of running jobs",
-            labels=["job_id", "method"],
+            "Iterations per second of the running jobs, summed by method",
+            labels=["method"],
         )
         depth = GaugeMetricFamily("dfkd_queue_depth", "Jobs waiting to be picked up")
         with self.sessions() as session:
@@ -38,14 +52,19 @@ class JobCollector(Collector):
                 session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
             )
             running = session.execute(
-                select(Job.id, Job.method, Job.samples_per_second, Job.batch_size).where(
+                select(Job.method, Job.samples_per_second, Job.batch_size).where(
                     Job.status == JobStatus.running
                 )
             ).all()
         for status in JobStatus:
             by_state.add_metric([status.value], counts.get(status.value, 0))
-        for job_id, method, samples_per_second, batch_size in running:
-            speed.add_metric([job_id, method], (samples_per_second or 0.0) / batch_size)
+        by_method: dict[str, float] = {}
+        for method, samples_per_second, batch_size in running:
+            by_method[method] = (
+                by_method.get(method, 0.0) + (samples_per_second or 0.0) / batch_size
+            )
+        for method, iterations_per_second in sorted(by_method.items()):
+            speed.add_metric([method], iterations_per_second)
         waiting = self.queue.depth()
         depth.add_metric([], counts.get(JobStatus.queued.value, 0) if waiting is None else waiting)
         yield by_state
@@ -63,6 +82,8 @@ def install_observability(app: FastAPI) -> None:
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )
     registry.register(JobCollector(app.state.sessions, app.state.queue))
+    streams = Gauge("dfkd_event_streams_open", "Open Server-Sent Event streams", registry=registry)
+    streams.set_function(lambda: app.state.stream_slots.open)
 
     @app.middleware("http")
     async def observe(
@@ -86,6 +107,38 @@ def install_observability(app: FastAPI) -> None:
             )
             request_id.reset(token)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
-    def metrics() -> Response:
+    app.state.metrics_registry = registry
+    access = app.state.settings.metrics_access
+    if access == "internal":
+        return  # served by serve_internal_metrics on its own port, not on the API's
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics (aggregates only: no job ids, tenants or raw paths)",
+        include_in_schema=True,
+    )
+    def metrics(request: Request, credentials: CredentialsDep) -> Response:
+        if access == "api_key":
+            with request.app.state.sessions() as session:
+                secret = credentials.credentials if credentials is not None else None
+                tenant_of(session, secret, require_keys=True)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve_internal_metrics(app: FastAPI) -> Callable[[], None] | None:
+    """With DFKD_METRICS_ACCESS=internal, serves the metrics on their own address (an internal
+    port, never the API's); returns the function that stops that server."""
+    settings = app.state.settings
+    if settings.metrics_access != "internal":
+        return None
+    server, thread = start_http_server(
+        settings.metrics_port, settings.metrics_host, registry=app.state.metrics_registry
+    )
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop

@@ -35,6 +35,11 @@ class Base(DeclarativeBase):
 
 
 DEFAULT_TENANT = "tnt_default"  # owns everything made without a key on an open deployment
+# The largest values the columns hold on PostgreSQL and SQLite alike: row ids are BIGINT, steps
+# INTEGER. A query parameter compared with them is bounded by these (SQLite's driver overflows past
+# 64 bits, a 500 otherwise).
+ROW_ID_MAX = 2**63 - 1
+STEP_MAX = 2**31 - 1
 
 
 class Tenant(Base):

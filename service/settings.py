@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,36 @@ class Settings(BaseSettings):
         "come before the job on a busy machine (0: the job and the API share the cores evenly)",
     )
     max_upload_bytes: int = Field(2 * 1024**3, description="largest accepted upload")
+    max_body_bytes: int = Field(
+        1024**2,
+        gt=0,
+        description="largest request body outside the upload routes (JSON job specs): larger "
+        "ones get 413 body_too_large before a byte of them is parsed",
+    )
+    max_event_streams: int = Field(
+        256,
+        ge=1,
+        description="open Server-Sent Event streams per API process, all tenants together; "
+        "one more gets 429 too_many_streams",
+    )
+    max_event_streams_per_tenant: int = Field(
+        16, ge=1, description="open Server-Sent Event streams per tenant and API process"
+    )
+    event_stream_max_seconds: float = Field(
+        900,
+        gt=0,
+        description="an event stream ends after this long with a `reconnect` event; the client "
+        "resumes where it was with Last-Event-ID (EventSource does so by itself)",
+    )
+    metrics_access: Literal["open", "api_key", "internal"] = Field(
+        "open",
+        description="GET /metrics: open (aggregates only, no tenant data), api_key (any valid "
+        "key), or internal (not on the API's port: on metrics_host:metrics_port)",
+    )
+    metrics_host: str = Field("127.0.0.1", description="address of the internal metrics port")
+    metrics_port: int = Field(
+        9464, ge=1, le=65535, description="the internal metrics port (metrics_access=internal)"
+    )
     forward_check_max_bytes: int = Field(
         64 * 1024**2,
         description="weights up to this size are also loaded and run on a dummy batch at upload; "

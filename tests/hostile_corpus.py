@@ -39,6 +39,7 @@ class Context:
     teacher_id: str  # a lenet5 teacher of the default tenant
     program_teacher_id: str  # a torchscript teacher of the default tenant
     other_tenant_key: str  # an API key of another tenant
+    job_id: str = "job_nope"  # a queued job of the default tenant
 
 
 @dataclass(frozen=True)
@@ -1010,6 +1011,117 @@ case("job/cancel-unknown")(
 )
 case("dataset/unknown-id")(
     lambda _: Hostile("GET", f"{DATASETS}/dst_nope", 404, "not_found", "dst_nope")
+)
+
+# --- the request side: bodies, nesting and integers (issue 20)
+
+BODY_CAP = 1024**2  # DFKD_MAX_BODY_BYTES' default
+SSE = {"Accept": "text/event-stream"}
+PAST_BIGINT = 10**20  # more than a BIGINT column holds (SQLite's driver overflows: a 500 before)
+
+
+def nested(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+def raw_job_json(ctx: Context, metadata: str) -> bytes:
+    return (
+        f'{{"teacher_id": "{ctx.teacher_id}", "student": {{"architecture": "lenet5_half"}}, '
+        f'"iterations": 10, "metadata": {metadata}}}'
+    ).encode()
+
+
+def over_the_body_cap(ctx: Context) -> bytes:
+    return raw_job_json(ctx, json.dumps({"padding": "x" * BODY_CAP}))
+
+
+JSON = {"content-type": "application/json"}
+
+
+def raw_job(
+    status: int, code: str, fragment: str, content: bytes | Iterator[bytes], headers: dict = JSON
+) -> Hostile:
+    return Hostile("POST", JOBS, status, code, fragment, content=content, headers=headers)
+
+
+case("job/body-over-the-body-cap")(
+    lambda ctx: raw_job(413, "body_too_large", "DFKD_MAX_BODY_BYTES", over_the_body_cap(ctx))
+)
+case("job/body-over-the-body-cap-chunked")(
+    lambda ctx: raw_job(
+        413, "body_too_large", "DFKD_MAX_BODY_BYTES", chunks(over_the_body_cap(ctx))
+    )
+)
+case("job/multipart-body-on-the-json-route")(
+    lambda _: raw_job(
+        413,
+        "body_too_large",
+        "DFKD_MAX_BODY_BYTES",
+        multipart({"padding": "x" * BODY_CAP}, None),
+        {"content-type": f"multipart/form-data; boundary={BOUNDARY}"},
+    )
+)
+case("job/json-nested-5000-deep")(
+    lambda ctx: raw_job(422, "json_too_deep", "too deeply", raw_job_json(ctx, nested(5000)))
+)
+case("job/metadata-nested-400-deep")(
+    lambda ctx: raw_job(
+        422, "validation_error", "nested deeper than 8 levels", raw_job_json(ctx, nested(400))
+    )
+)
+case("job/metadata-over-16-KiB")(
+    lambda ctx: job(
+        ctx, 422, "validation_error", "more than the 16384 allowed", metadata={"a": "x" * 20000}
+    )
+)
+case("events/after-past-bigint")(
+    lambda ctx: Hostile(
+        "GET", f"{JOBS}/{ctx.job_id}/events?after={PAST_BIGINT}", 422, "validation_error", "after"
+    )
+)
+case("events/stream-after-past-bigint")(
+    lambda ctx: Hostile(
+        "GET",
+        f"{JOBS}/{ctx.job_id}/events?after={PAST_BIGINT}",
+        422,
+        "validation_error",
+        "after",
+        headers=SSE,
+    )
+)
+case("events/last-event-id-past-bigint")(
+    lambda ctx: Hostile(
+        "GET",
+        f"{JOBS}/{ctx.job_id}/events",
+        422,
+        "invalid_last_event_id",
+        "at most",
+        headers={**SSE, "Last-Event-ID": f"{PAST_BIGINT}:0"},
+    )
+)
+case("events/last-event-id-negative")(
+    lambda ctx: Hostile(
+        "GET",
+        f"{JOBS}/{ctx.job_id}/events",
+        422,
+        "invalid_last_event_id",
+        "not one this API sent",
+        headers={**SSE, "Last-Event-ID": "-1:0"},
+    )
+)
+case("metrics/after-step-past-int")(
+    lambda ctx: Hostile(
+        "GET",
+        f"{JOBS}/{ctx.job_id}/metrics?after_step={PAST_BIGINT}",
+        422,
+        "validation_error",
+        "after_step",
+    )
+)
+case("samples/step-past-int")(
+    lambda ctx: Hostile(
+        "GET", f"{JOBS}/{ctx.job_id}/samples/{PAST_BIGINT}", 422, "validation_error", "step"
+    )
 )
 
 

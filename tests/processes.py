@@ -104,3 +104,26 @@ def upload_lenet_teacher(client: httpx.Client, teacher_file: Path) -> str:
         )
     assert response.status_code == 201, response.text
     return response.json()["id"]
+
+
+def start_tiny_job(client: httpx.Client) -> str:
+    """Uploads a LeNet-5 teacher with random weights and starts a 10-iteration job on it; returns
+    the job's id. For tests where the job's outcome does not matter (it may stay queued)."""
+    from tests.hostile_corpus import good_weights
+
+    teacher = client.post(
+        "/v1/teachers",
+        files={"file": ("lenet5.safetensors", good_weights())},
+        data={"architecture": "lenet5"},
+    )
+    assert teacher.status_code == 201, teacher.text
+    job = client.post(
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher.json()["id"],
+            "student": {"architecture": "lenet5_half"},
+            "iterations": 10,
+        },
+    )
+    assert job.status_code == 202, job.text
+    return job.json()["id"]

@@ -2,133 +2,92 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import StreamingResponse
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
-from api.deps import SessionDep, TenantDep, owned
-from api.errors import ERROR_RESPONSES, ApiError
+from api.authentication import tenant_of
+from api.deps import CredentialsDep, SettingsDep, owned
+from api.errors import ERROR_RESPONSES, TOO_MANY_STREAMS, ApiError
+from api.event_stream import EventStreamResponse, Follow, follow_job
 from api.schemas import EventPublic, EventsPublic, as_utc
-from service.models import FINAL_STATUSES, Job, JobEvent, MetricPoint
+from service.models import ROW_ID_MAX, Job, JobEvent
 
 router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=ERROR_RESPONSES)
-
-SSE_POLL_SECONDS = 0.5
-SSE_KEEPALIVE_SECONDS = 15.0
-
-
-def _event(row: JobEvent) -> EventPublic:
-    return EventPublic(id=row.id, kind=row.kind, message=row.message, time=as_utc(row.time))
 
 
 @router.get(
     "/{job_id}/events",
     summary="Job events: JSON pages, or Server-Sent Events live until the job ends",
     responses={
-        200: {"content": {"text/event-stream": {}}, "description": "JSON page, or an SSE stream"}
+        200: {"content": {"text/event-stream": {}}, "description": "JSON page, or an SSE stream"},
+        **TOO_MANY_STREAMS,
     },
 )
 def get_events(
     job_id: str,
     request: Request,
-    session: SessionDep,
-    tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    settings: SettingsDep,
+    credentials: CredentialsDep,
+    after: Annotated[
+        int, Query(ge=0, le=ROW_ID_MAX, description="only events with a larger id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventsPublic:
-    if owned(session, Job, job_id, tenant) is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
-    if accept and "text/event-stream" in accept:
-        events_after, metrics_after = _resume_point(last_event_id, after)
-        stream = _stream(request.app.state.sessions, job_id, events_after, metrics_after)
-        return StreamingResponse(  # type: ignore[return-value]
-            stream,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    rows = list(
-        session.scalars(
-            select(JobEvent)
-            .where(JobEvent.job_id == job_id, JobEvent.id > after)
-            .order_by(JobEvent.id)
-            .limit(limit + 1)
-        )
+    # Short sessions, not the request-scoped one: a stream must not hold a connection while open.
+    secret = credentials.credentials if credentials is not None else None
+    streaming = accept is not None and "text/event-stream" in accept
+    with request.app.state.sessions() as session:
+        tenant = tenant_of(session, secret, settings.require_api_keys)
+        if owned(session, Job, job_id, tenant) is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        if not streaming:
+            rows = list(
+                session.scalars(
+                    select(JobEvent)
+                    .where(JobEvent.job_id == job_id, JobEvent.id > after)
+                    .order_by(JobEvent.id)
+                    .limit(limit + 1)
+                )
+            )
+            page = rows[:limit]
+            return EventsPublic(
+                items=[
+                    EventPublic(id=r.id, kind=r.kind, message=r.message, time=as_utc(r.time))
+                    for r in page
+                ],
+                next_after=page[-1].id if len(rows) > limit else None,
+            )
+    events_after, metrics_after = _resume_point(last_event_id, after)
+    state = request.app.state
+    state.stream_slots.take(tenant)
+    follow = Follow(
+        job_id, tenant, secret, events_after, metrics_after, settings.event_stream_max_seconds
     )
-    page = rows[:limit]
-    return EventsPublic(
-        items=[_event(r) for r in page], next_after=page[-1].id if len(rows) > limit else None
-    )
+    stream = follow_job(state.sessions, state.stream_polls, state.stream_slots, follow)
+    return EventStreamResponse(stream, state.stream_slots, tenant)  # type: ignore[return-value]
 
 
 def _resume_point(last_event_id: str | None, after: int) -> tuple[int, int]:
     """SSE ids are `<event id>:<metric point id>`, so a reconnect resumes both series."""
-    if last_event_id:
-        try:
-            events, metrics = (int(part) for part in last_event_id.split(":"))
-            return events, metrics
-        except ValueError:
-            raise ApiError(
-                422, "invalid_last_event_id", "Last-Event-ID is not one this API sent"
-            ) from None
-    return after, 0
+    if not last_event_id:
+        return after, 0
+    parts = last_event_id.split(":")
+    if len(parts) != 2 or not all(part.isdigit() and len(part) <= 19 for part in parts):
+        raise _bad_last_event_id()
+    events, metrics = (int(part) for part in parts)
+    if events > ROW_ID_MAX or metrics > ROW_ID_MAX:
+        raise _bad_last_event_id()
+    return events, metrics
 
 
-def _sse(event_id: str, kind: str, data: dict) -> str:
-    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
-
-
-def _stream(
-    sessions: sessionmaker[Session], job_id: str, events_after: int, metrics_after: int
-) -> Iterator[str]:
-    """Polls the database (the source of truth) and forwards what is new; ends after the job's
-    final state has been sent. Runs in the threadpool, one thread per open stream."""
-    last_sent = time.monotonic()
-    while True:
-        with sessions() as session:
-            status = session.scalar(select(Job.status).where(Job.id == job_id))
-            events = list(
-                session.scalars(
-                    select(JobEvent)
-                    .where(JobEvent.job_id == job_id, JobEvent.id > events_after)
-                    .order_by(JobEvent.id)
-                )
-            )
-            points = list(
-                session.scalars(
-                    select(MetricPoint)
-                    .where(MetricPoint.job_id == job_id, MetricPoint.id > metrics_after)
-                    .order_by(MetricPoint.id)
-                    .limit(5000)
-                )
-            )
-        for point in points:
-            metrics_after = point.id
-            data = {
-                "name": point.name,
-                "step": point.step,
-                "value": point.value,
-                "time": as_utc(point.time).isoformat(),
-            }
-            yield _sse(f"{events_after}:{metrics_after}", "metric", data)
-        for event in events:
-            events_after = event.id
-            yield _sse(
-                f"{events_after}:{metrics_after}", event.kind, _event(event).model_dump(mode="json")
-            )
-        if events or points:
-            last_sent = time.monotonic()
-        if status in FINAL_STATUSES and not events and not points:
-            yield _sse(f"{events_after}:{metrics_after}", "end", {"status": status})
-            return
-        if time.monotonic() - last_sent > SSE_KEEPALIVE_SECONDS:
-            yield ": keep-alive\n\n"
-            last_sent = time.monotonic()
-        time.sleep(SSE_POLL_SECONDS)
+def _bad_last_event_id() -> ApiError:
+    return ApiError(
+        422,
+        "invalid_last_event_id",
+        "Last-Event-ID is not one this API sent (two ids `<event>:<metric point>`, each at most "
+        f"{ROW_ID_MAX})",
+    )

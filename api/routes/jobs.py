@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +19,13 @@ from api.deps import (
     owned,
     replay,
 )
-from api.errors import ERROR_RESPONSES, MALFORMED_BODY, ApiError, ErrorResponse
+from api.errors import (
+    BODY_TOO_LARGE,
+    ERROR_RESPONSES,
+    MALFORMED_BODY,
+    ApiError,
+    ErrorResponse,
+)
 from api.job_specs import JobCreate, JobSpec, LopesJob
 from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
@@ -44,6 +50,7 @@ from service.idempotency import commit_once, request_fingerprint
 from service.job_state import add_event, request_cancel
 from service.models import (
     FINAL_STATUSES,
+    STEP_MAX,
     Dataset,
     Job,
     JobArtifact,
@@ -201,7 +208,7 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a distillation job",
-    responses=MALFORMED_BODY,
+    responses={**MALFORMED_BODY, **BODY_TOO_LARGE},
 )
 def create_job(
     body: JobCreate,
@@ -362,7 +369,7 @@ def get_metrics(
     session: SessionDep,
     tenant: TenantDep,
     name: Annotated[list[str] | None, Query(description="only these metrics (repeatable)")] = None,
-    after_step: Annotated[int, Query(ge=-1)] = -1,
+    after_step: Annotated[int, Query(ge=-1, le=STEP_MAX)] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> MetricsPublic:
     _job_or_404(session, job_id, tenant)
@@ -494,7 +501,11 @@ def list_samples(
     responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
 )
 def get_sample(
-    job_id: str, step: int, session: SessionDep, tenant: TenantDep, blobs: BlobsDep
+    job_id: str,
+    step: Annotated[int, Path(ge=0, le=STEP_MAX)],
+    session: SessionDep,
+    tenant: TenantDep,
+    blobs: BlobsDep,
 ) -> StreamingResponse:
     _job_or_404(session, job_id, tenant)
     key = session.scalar(

@@ -24,10 +24,11 @@ def small_job(client: TestClient, teacher_id: str) -> str:
 
 
 def parse_sse(lines: list[str]) -> list[dict]:
+    """Events as an EventSource dispatches them: a block without data (`retry:`) is none."""
     events, current = [], {}
     for line in lines:
         if not line:
-            if current:
+            if "data" in current:
                 events.append(current)
             current = {}
         elif line.startswith(":"):

@@ -92,6 +92,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 teacher_id=teacher.json()["id"],
                 program_teacher_id=program.json()["id"],
                 other_tenant_key=other_key,
+                job_id=job.json()["id"],
             )
             yield World(client, settings, temp, ctx)
     finally:
