@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 
 class ErrorBody(BaseModel):
@@ -33,10 +35,14 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     body = ErrorResponse(error=ErrorBody(code=code, message=message, details=details))
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 def _location(error: dict[str, Any]) -> str:
@@ -69,26 +75,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", message, [_plain(p) for p in problems])
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         message = str(error.detail)
+        headers = dict(error.headers or {})
         if error.status_code == 400:  # the body could not be parsed at all (e.g. broken multipart)
             message = f"the request body could not be parsed: {message}"
-        return error_response(error.status_code, code, message)
+        if error.status_code == 405:  # RFC 9110: `Allow` names every method of the resource
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(error.status_code, code, message, headers=headers)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {
-        "model": ErrorResponse,
-        "description": "Missing (where keys are required) or bad API key",
-    },
-    404: {"model": ErrorResponse, "description": "Not found"},
-    422: {"model": ErrorResponse, "description": "Invalid input; the message says what to change"},
-}
-MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body could not be parsed (malformed_body)"},
-}
-UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **MALFORMED_BODY,
-    413: {"model": ErrorResponse, "description": "The upload is larger than the size limit"},
-}
+def allowed_methods(request: Request) -> list[str]:
+    """The methods of every route at this path (the router's own 405 names only the first
+    route that matched the path, one method of several)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)

@@ -12,6 +12,7 @@ from fastapi_offline import FastAPIOffline
 from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.observability import install_observability
+from api.openapi import install_contract
 from api.routes import architectures, datasets, events, health, jobs, teachers
 from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
@@ -66,4 +67,5 @@ def create_app(
     install_observability(app)
     for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)
+    install_contract(app, keys_required=settings.require_api_keys)
     return app

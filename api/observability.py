@@ -86,6 +86,17 @@ def install_observability(app: FastAPI) -> None:
             )
             request_id.reset(token)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                "description": "the Prometheus text exposition format",
+            }
+        },
+    )
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

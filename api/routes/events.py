@@ -13,11 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import SessionDep, TenantDep, owned
-from api.errors import ERROR_RESPONSES, ApiError
+from api.errors import ApiError
 from api.schemas import EventPublic, EventsPublic, as_utc
 from service.models import FINAL_STATUSES, Job, JobEvent, MetricPoint
 
-router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
 SSE_POLL_SECONDS = 0.5
 SSE_KEEPALIVE_SECONDS = 15.0
