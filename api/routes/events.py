@@ -39,7 +39,10 @@ def get_events(
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="only events with a larger id")] = 0,
+    # bounded by what the database's 64-bit integers hold (SQLite overflowed past it: a 500)
+    after: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="only events with a larger id")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     accept: Annotated[str | None, Header()] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,

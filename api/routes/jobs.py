@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Query, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -342,7 +342,7 @@ def get_metrics(
     session: SessionDep,
     tenant: TenantDep,
     name: Annotated[list[str] | None, Query(description="only these metrics (repeatable)")] = None,
-    after_step: Annotated[int, Query(ge=-1)] = -1,
+    after_step: Annotated[int, Query(ge=-1, le=2**63 - 1)] = -1,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> MetricsPublic:
     _job_or_404(session, job_id, tenant)
@@ -477,7 +477,11 @@ def list_samples(
     responses={200: {"content": {"image/png": {}}, "description": "PNG image"}},
 )
 def get_sample(
-    job_id: str, step: int, session: SessionDep, tenant: TenantDep, blobs: BlobsDep
+    job_id: str,
+    step: Annotated[int, Path(ge=0, le=2**63 - 1)],
+    session: SessionDep,
+    tenant: TenantDep,
+    blobs: BlobsDep,
 ) -> StreamingResponse:
     _job_or_404(session, job_id, tenant)
     key = session.scalar(
