@@ -57,6 +57,7 @@ def _plain(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RESOURCE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
 
 
@@ -87,11 +88,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods of every route at this path (the router's own 405 names only the first
-    route that matched the path, one method of several)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+    """The methods some route serves at this path (the router's own 405 names only the methods
+    of the first route that matched the path: one of several)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in RESOURCE_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]
