@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import httpx
 import numpy as np
@@ -149,6 +150,4 @@ def test_schemathesis_with_every_check_finds_nothing(
 
 def _junit_cases(report: Path) -> list[str]:
     """The operations the run tested, read from its JUnit report (one test case each)."""
-    from xml.etree import ElementTree
-
     return [case.get("name", "") for case in ElementTree.parse(report).iter("testcase")]
