@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core.messages import MAX_DETAIL_CHARS, bounded
 
@@ -41,7 +43,11 @@ class ApiError(Exception):
 
 
 def error_response(
-    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: list[dict[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """Every error answer passes here: messages and details are cut to a bounded length, so no
     answer repeats more than a few hundred bytes of what the client sent."""
@@ -52,7 +58,7 @@ def error_response(
             details=None if details is None else _bounded_details(details),
         )
     )
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 MAX_DETAILS = 20
@@ -81,14 +87,16 @@ def _plain(error: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RESOURCE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 HTTP_ERROR_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
-        response = error_response(error.status, error.code, error.message, error.details)
-        response.headers.update(error.headers)
+        response = error_response(
+            error.status, error.code, error.message, error.details, headers=error.headers
+        )
         if error.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
@@ -100,7 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", message, [_plain(p) for p in problems])
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         if error.status_code == 400 and isinstance(error.__cause__, RecursionError):
             # FastAPI's JSON parse gave up on nesting deeper than Python's recursion limit
             return error_response(
@@ -110,37 +118,22 @@ def install_error_handlers(app: FastAPI) -> None:
             )
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
         message = str(error.detail)
+        headers = dict(error.headers or {})
         if error.status_code == 400:  # the body could not be parsed at all (e.g. broken multipart)
             message = f"the request body could not be parsed: {message}"
-        return error_response(error.status_code, code, message)
+        if error.status_code == 405:  # RFC 9110: `Allow` names every method of the resource
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(error.status_code, code, message, headers=headers)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {
-        "model": ErrorResponse,
-        "description": "Missing (where keys are required) or bad API key",
-    },
-    404: {"model": ErrorResponse, "description": "Not found"},
-    422: {"model": ErrorResponse, "description": "Invalid input; the message says what to change"},
-}
-MALFORMED_BODY: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "The body could not be parsed (malformed_body)"},
-}
-BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
-    413: {
-        "model": ErrorResponse,
-        "description": "The body is larger than DFKD_MAX_BODY_BYTES (body_too_large)",
-    },
-}
-TOO_MANY_STREAMS: dict[int | str, dict[str, Any]] = {
-    429: {
-        "model": ErrorResponse,
-        "description": "Too many open event streams for the tenant or the API (too_many_streams); "
-        "Retry-After says when to try again",
-        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
-    },
-}
-UPLOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **MALFORMED_BODY,
-    413: {"model": ErrorResponse, "description": "The upload is larger than the size limit"},
-}
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at this path (the router's own 405 names only the methods
+    of the first route that matched the path: one of several)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in RESOURCE_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    ]

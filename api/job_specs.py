@@ -28,6 +28,10 @@ from core.methods.zskt import (
     ZSKTConfig,
 )
 
+# ids as the service makes them (service.models.new_id): the prefix says what they name
+TEACHER_ID = r"^tch_[0-9a-z]+$"
+DATASET_ID = r"^dst_[0-9a-z]+$"
+
 _ZSKT = ZSKTConfig()
 _DFAD = DFADConfig()
 _LOPES = LopesConfig()
@@ -233,7 +237,11 @@ class WebhookSpec(BaseModel):
 class JobSpecBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    teacher_id: str = Field(description="id returned by POST /v1/teachers")
+    teacher_id: str = Field(
+        description="id returned by POST /v1/teachers",
+        pattern=TEACHER_ID,
+        examples=["tch_0123456789abcdef01234567"],
+    )
     student: StudentSpec
     webhook: WebhookSpec | None = None
     seed: int = Field(0, ge=0, le=2**63 - 1, description="seed for every random draw of the job")
@@ -247,11 +255,13 @@ class JobSpecBase(BaseModel):
     )
     evaluation_dataset_id: str | None = Field(
         None,
+        pattern=DATASET_ID,
         description="labelled set (POST /v1/datasets) to report accuracy, agreement and MTE on; "
         "never used for training or for choosing anything",
     )
     few_shot_dataset_id: str | None = Field(
         None,
+        pattern=DATASET_ID,
         description="labelled set to fine-tune the student on after data-free training (KD + AT)",
     )
     few_shot_per_class: int = Field(

@@ -15,6 +15,7 @@ from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
 from api.event_stream import POLL_THREADS
 from api.observability import install_observability, serve_internal_metrics
+from api.openapi import install_contract
 from api.routes import architectures, datasets, events, health, jobs, teachers
 from api.stream_slots import StreamSlots
 from api.uploads import UPLOAD_OVERHEAD
@@ -85,4 +86,5 @@ def create_app(
     install_observability(app)
     for module in (health, architectures, teachers, datasets, jobs, events):
         app.include_router(module.router)
+    install_contract(app, keys_required=settings.require_api_keys)
     return app

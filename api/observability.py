@@ -116,7 +116,13 @@ def install_observability(app: FastAPI) -> None:
         "/metrics",
         tags=["health"],
         summary="Prometheus metrics (aggregates only: no job ids, tenants or raw paths)",
-        include_in_schema=True,
+        response_class=Response,
+        responses={
+            200: {
+                "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                "description": "the Prometheus text exposition format",
+            }
+        },
     )
     def metrics(request: Request, credentials: CredentialsDep) -> Response:
         if access == "api_key":

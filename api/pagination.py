@@ -1,11 +1,15 @@
-"""Opaque keyset cursors over (created_at, id), newest first."""
+"""Keyset cursors over (created_at, id), newest first.
+
+A cursor is `<microseconds since 1970 UTC>_<id>` of the last row of a page: every string of
+that shape is a position in the order, so the schema's pattern says exactly what is accepted
+and a client never gets a 422 for a well-formed cursor.
+"""
 
 from __future__ import annotations
 
-import base64
-import binascii
+import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
@@ -14,17 +18,23 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from api.errors import ApiError
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# at most 17 digits: 10^17 microseconds is the year 5138, inside what datetime holds
+CURSOR = r"^([0-9]{1,17})_([0-9a-z_]+)$"
+# RFC 3339 date-time (what OpenAPI's `format: date-time` means): a zone is required
+DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+
 
 def encode_cursor(created_at: datetime, row_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
+    since_epoch = _utc(created_at) - EPOCH
+    return f"{since_epoch // timedelta(microseconds=1)}_{row_id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        created, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), row_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ApiError(422, "invalid_cursor", "`after` is not a cursor this API returned") from None
+    match = re.fullmatch(CURSOR, cursor)
+    if match is None:  # the query parameter's pattern refuses these first
+        raise ApiError(422, "invalid_cursor", "`after` is not a cursor this API returned")
+    return EPOCH + timedelta(microseconds=int(match[1])), match[2]
 
 
 def newest_first_page(
@@ -60,39 +70,50 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _date_time_query(description: str) -> Any:
+    return Query(
+        description=f"{description} (RFC 3339, e.g. 2026-01-31T12:00:00Z)",
+        pattern=DATE_TIME,
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 def created_range(
     created_after: Annotated[
-        datetime | None, Query(description="only objects created at or after (ISO 8601)")
+        str | None, _date_time_query("only objects created at or after")
     ] = None,
-    created_before: Annotated[
-        datetime | None, Query(description="only objects created before (ISO 8601)")
-    ] = None,
+    created_before: Annotated[str | None, _date_time_query("only objects created before")] = None,
 ) -> CreatedRange:
-    after = _utc_or_422(created_after, "created_after")
-    before = _utc_or_422(created_before, "created_before")
-    if after and before and after >= before:
-        raise ApiError(422, "invalid_range", "created_after must be earlier than created_before")
-    return CreatedRange(after, before)
+    # created_after >= created_before is an empty range: a valid question, answered by an empty page
+    return CreatedRange(
+        _parse_date_time(created_after, "created_after"),
+        _parse_date_time(created_before, "created_before"),
+    )
 
 
-def _utc_or_422(moment: datetime | None, field: str) -> datetime | None:
-    """The moment in UTC; one that UTC cannot hold (year 1 at +05:00, year 9999 at -05:00) is
-    refused instead of overflowing."""
-    if moment is None:
+def _parse_date_time(text: str | None, field: str) -> datetime | None:
+    """The moment in UTC. One that UTC cannot hold (year 1 at +05:00, year 9999 at -05:00) lies
+    before or after every stored time, so the earliest or latest UTC moment means the same."""
+    if text is None:
         return None
+    try:
+        moment = datetime.fromisoformat(text.upper())
+    except ValueError as error:  # the pattern holds but the date does not exist (2026-02-30)
+        raise ApiError(422, "validation_error", f"{field}: {error}") from None
     try:
         return _utc(moment)
     except OverflowError:
-        raise ApiError(
-            422, "invalid_range", f"{field} {moment.isoformat()} is outside the supported dates"
-        ) from None
+        edge = datetime.min if moment.year == datetime.min.year else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 CreatedRangeDep = Annotated[CreatedRange, Depends(created_range)]
 
 
 PageLimit = Annotated[int, Query(ge=1, le=200, description="items per page")]
-PageAfter = Annotated[str | None, Query(description="next_cursor of the previous page")]
+PageAfter = Annotated[
+    str | None, Query(description="next_cursor of the previous page", pattern=CURSOR)
+]
 
 
 def fetch_page(

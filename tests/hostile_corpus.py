@@ -963,38 +963,21 @@ case("list/limit-zero")(
     lambda _: Hostile("GET", f"{TEACHERS}?limit=0", 422, "validation_error", "limit")
 )
 case("list/cursor-garbage")(
-    lambda _: Hostile("GET", f"{JOBS}?after=not-a-cursor", 422, "invalid_cursor", "cursor")
-)
-case("list/created-range-reversed")(
-    lambda _: Hostile(
-        "GET",
-        f"{DATASETS}?created_after=2030-01-01T00:00:00Z&created_before=2020-01-01T00:00:00Z",
-        422,
-        "invalid_range",
-        "earlier",
-    )
+    lambda _: Hostile("GET", f"{JOBS}?after=not-a-cursor", 422, "validation_error", "after")
 )
 case("list/created-after-not-a-date")(
     lambda _: Hostile(
         "GET", f"{JOBS}?created_after=yesterday", 422, "validation_error", "created_after"
     )
 )
-case("list/created-after-overflows-utc")(
+case("list/created-after-without-zone")(
     lambda _: Hostile(
-        "GET",
-        f"{TEACHERS}?created_after=0001-01-01T00:00:00%2B05:00",
-        422,
-        "invalid_range",
-        "outside the supported dates",
+        "GET", f"{TEACHERS}?created_after=2026-01-01T00:00:00", 422, "validation_error", "pattern"
     )
 )
-case("list/created-before-overflows-utc")(
+case("list/created-before-no-such-day")(
     lambda _: Hostile(
-        "GET",
-        f"{JOBS}?created_before=9999-12-31T23:59:59-05:00",
-        422,
-        "invalid_range",
-        "outside the supported dates",
+        "GET", f"{JOBS}?created_before=2026-02-30T00:00:00Z", 422, "validation_error", "day"
     )
 )
 case("list/unknown-status")(

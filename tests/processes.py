@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -92,6 +93,19 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float) -> dict:
 
     wait_until(ended, timeout, f"job {job_id} to finish", interval=1.0)
     return final
+
+
+def create_api_key(env: dict[str, str], tenant: str) -> str:
+    """`dfkd keys create` for `tenant` in the deployment `env` describes; returns the key."""
+    result = subprocess.run(
+        [DFKD, "keys", "create", "--tenant", tenant, "--name", "tests"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)["key"]
 
 
 def upload_lenet_teacher(client: httpx.Client, teacher_file: Path) -> str:

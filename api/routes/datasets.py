@@ -6,14 +6,14 @@ from fastapi import APIRouter, File, Form, Request, UploadFile, status
 from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
-from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES, ApiError
+from api.errors import ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.datasets import DatasetFormatError, read_labelled
 from service.models import Dataset, new_id
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
 
 def to_public(dataset: Dataset) -> DatasetPublic:
@@ -35,7 +35,6 @@ def to_public(dataset: Dataset) -> DatasetPublic:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Upload a labelled image set for evaluation or few-shot fine-tuning",
-    responses=UPLOAD_RESPONSES,
 )
 def upload_dataset(
     request: Request,

@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from api.authentication import tenant_of
 from api.deps import CredentialsDep, SettingsDep, owned
-from api.errors import ERROR_RESPONSES, TOO_MANY_STREAMS, ApiError
+from api.errors import ApiError
 from api.event_stream import EventStreamResponse, Follow, follow_job
 from api.schemas import EventPublic, EventsPublic, as_utc
 from service.models import ROW_ID_MAX, Job, JobEvent
 
-router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/jobs", tags=["events"])
 
 
 @router.get(
@@ -22,7 +22,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["events"], responses=ERROR_RESPONSES
     summary="Job events: JSON pages, or Server-Sent Events live until the job ends",
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "JSON page, or an SSE stream"},
-        **TOO_MANY_STREAMS,
     },
 )
 def get_events(

@@ -19,13 +19,7 @@ from api.deps import (
     owned,
     replay,
 )
-from api.errors import (
-    BODY_TOO_LARGE,
-    ERROR_RESPONSES,
-    MALFORMED_BODY,
-    ApiError,
-    ErrorResponse,
-)
+from api.errors import ApiError, ErrorResponse
 from api.job_specs import JobCreate, JobSpec, LopesJob
 from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
@@ -64,7 +58,7 @@ from service.settings import Settings
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 def to_public(job: Job, request: Request) -> JobPublic:
@@ -208,7 +202,6 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
     "",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Start a distillation job",
-    responses={**MALFORMED_BODY, **BODY_TOO_LARGE},
 )
 def create_job(
     body: JobCreate,
@@ -408,7 +401,10 @@ def get_metrics(
             "description": "the file",
         },
         307: {"description": "S3 storage: a short-lived presigned URL to fetch the file from"},
-        409: ERROR_RESPONSES[422],
+        409: {
+            "model": ErrorResponse,
+            "description": "`student_not_ready`: the job has not succeeded",
+        },
     },
 )
 def download_student(

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from torch import nn
 
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
-from api.errors import ERROR_RESPONSES, UPLOAD_RESPONSES, ApiError
+from api.errors import ApiError
 from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
@@ -44,7 +44,7 @@ from core.weights import (
 from service.idempotency import commit_once, request_fingerprint
 from service.models import Teacher, new_id
 
-router = APIRouter(prefix="/v1/teachers", tags=["teachers"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
 
 def to_public(teacher: Teacher) -> TeacherPublic:
@@ -111,7 +111,6 @@ def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Upload a teacher (safetensors weights of a registry architecture)",
-    responses=UPLOAD_RESPONSES,
 )
 def upload_teacher(
     request: Request,
@@ -358,7 +357,6 @@ def _stored_fingerprint(blobs: BlobsDep, key: str) -> str:
 @router.put(
     "/{teacher_id}/metadata",
     summary="Attach or replace the teacher's activation record (lopes)",
-    responses=UPLOAD_RESPONSES,
 )
 def put_metadata(
     teacher_id: str,

@@ -1,16 +1,13 @@
-"""What an integrating platform does: generate a Python client from /openapi.json, then use only it.
+"""What an integrating platform does: generate a Python client from /openapi.json as served, with
+no patch, then use only it.
 
-The generator is openapi-python-client (pinned in the dev extra). Two generator limitations are
-worked around here, on the downloaded document and in its config, never in the service:
-
-* FastAPI writes OpenAPI 3.1 file fields as `{"type": "string", "contentMediaType":
-  "application/octet-stream"}`; openapi-python-client 0.29 only knows the 3.0 spelling
-  `"format": "binary"` and would type the teacher upload as `str` and send the bytes as a text
-  field (openapi-python-client issue #1417, fix proposed in PR #1418). The test adds
-  `"format": "binary"` next to every such `contentMediaType`.
-* It has no parser for `image/png` responses (sample grids, transition curves) and warns;
-  `content_type_overrides` maps them to `application/octet-stream`, so the generator runs with
-  `--fail-on-warning` and any new thing it cannot read in our schema fails this test.
+The generator is openapi-python-client (pinned in the dev extra). It reads multipart file fields
+only in OpenAPI 3.0's spelling `format: binary` (its issue #1417): the served document carries it
+beside 3.1's `contentMediaType` (api/openapi.py), and this test checks that the generated upload
+model takes a file. The one setting given to the generator: it has no parser for `image/png`
+responses (sample grids, transition curves) and warns; `content_type_overrides` maps them to
+`application/octet-stream`, so it runs with `--fail-on-warning` and any new thing it cannot read
+in our schema fails this test.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from collections.abc import Iterator
 from importlib import import_module
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import httpx
 import pytest
@@ -33,31 +29,11 @@ from PIL import Image
 
 from core.models import build
 from core.weights import load_weights, read_state_dict
-from tests.processes import embedded_env, start_api, stop
+from tests.processes import create_api_key, embedded_env, start_api, stop
 
 GENERATOR = str(Path(sys.executable).with_name("openapi-python-client"))
-DFKD = str(Path(sys.executable).with_name("dfkd"))
 PACKAGE = "dfkd_client"  # not `client`: a generic top-level name could shadow another module
 ENDED = {"succeeded", "failed", "cancelled"}
-
-
-def binary_file_fields(node: Any) -> int:
-    """Adds the OpenAPI 3.0 `format: binary` to 3.1 file fields, in place; returns how many."""
-    count = 0
-    if isinstance(node, dict):
-        if (
-            node.get("type") == "string"
-            and node.get("contentMediaType") == "application/octet-stream"
-            and "format" not in node
-        ):
-            node["format"] = "binary"
-            count += 1
-        for value in node.values():
-            count += binary_file_fields(value)
-    elif isinstance(node, list):
-        for value in node:
-            count += binary_file_fields(value)
-    return count
 
 
 @pytest.fixture
@@ -77,10 +53,7 @@ def generated(tmp_path: Path, server: tuple[str, dict[str, str]]) -> Iterator[Pa
     base_url, _ = server
     schema = httpx.get(f"{base_url}/openapi.json", timeout=10)
     assert schema.status_code == 200, schema.text
-    document = schema.json()
-    # the teacher upload's `file` and `metadata`, the dataset upload, the metadata PUT
-    assert binary_file_fields(document) >= 2
-    (tmp_path / "openapi.json").write_text(json.dumps(document))
+    (tmp_path / "openapi.json").write_bytes(schema.content)  # exactly as served
     (tmp_path / "generator.json").write_text(
         json.dumps({"content_type_overrides": {"image/png": "application/octet-stream"}})
     )
@@ -108,6 +81,12 @@ def generated(tmp_path: Path, server: tuple[str, dict[str, str]]) -> Iterator[Pa
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / PACKAGE / "__init__.py").is_file(), result.stdout
+    # the upload models take files, not strings (what an unmarked 3.1 schema gave: issue #1417)
+    for model in ("body_teachers_upload_teacher", "body_datasets_upload_dataset"):
+        source = (tmp_path / PACKAGE / "models" / f"{model}.py").read_text()
+        assert "file: File\n" in source, source
+    metadata = (tmp_path / PACKAGE / "models" / "body_teachers_upload_teacher.py").read_text()
+    assert "metadata: File | Unset" in metadata, metadata
     sys.path.insert(0, str(tmp_path))
     try:
         yield tmp_path / PACKAGE
@@ -122,18 +101,6 @@ def api(name: str) -> ModuleType:
     return import_module(f"{PACKAGE}.api.{name}")
 
 
-def create_api_key(env: dict[str, str]) -> str:
-    result = subprocess.run(
-        [DFKD, "keys", "create", "--tenant", "platform", "--name", "generated client"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)["key"]
-
-
 def test_a_generated_client_drives_the_whole_flow(
     server: tuple[str, dict[str, str]], generated: Path, teacher_file: Path
 ) -> None:
@@ -143,7 +110,7 @@ def test_a_generated_client_drives_the_whole_flow(
     types = import_module(f"{PACKAGE}.types")
     client = client_module.AuthenticatedClient(
         base_url=base_url,
-        token=create_api_key(env),
+        token=create_api_key(env, "platform"),
         timeout=httpx.Timeout(30),
         raise_on_unexpected_status=True,
     )
