@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -112,8 +112,20 @@ def install_observability(app: FastAPI) -> None:
     if access == "internal":
         return  # served by serve_internal_metrics on its own port, not on the API's
 
-    @app.get(
+    def require_key(request: Request, credentials: CredentialsDep) -> None:
+        with request.app.state.sessions() as session:
+            secret = credentials.credentials if credentials is not None else None
+            tenant_of(session, secret, require_keys=True)
+
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    # the key is a dependency only where the operator asked for one, so the schema's security
+    # says what this deployment enforces on /metrics
+    app.add_api_route(
         "/metrics",
+        metrics,
+        methods=["GET"],
         tags=["health"],
         summary="Prometheus metrics (aggregates only: no job ids, tenants or raw paths)",
         response_class=Response,
@@ -123,13 +135,8 @@ def install_observability(app: FastAPI) -> None:
                 "description": "the Prometheus text exposition format",
             }
         },
+        dependencies=[Depends(require_key)] if access == "api_key" else [],
     )
-    def metrics(request: Request, credentials: CredentialsDep) -> Response:
-        if access == "api_key":
-            with request.app.state.sessions() as session:
-                secret = credentials.credentials if credentials is not None else None
-                tenant_of(session, secret, require_keys=True)
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def serve_internal_metrics(app: FastAPI) -> Callable[[], None] | None:
