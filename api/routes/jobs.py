@@ -198,25 +198,10 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
         )
 
 
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    summary="Start a distillation job",
-)
-def create_job(
-    body: JobCreate,
-    request: Request,
-    session: SessionDep,
-    tenant: TenantDep,
-    queue: QueueDep,
-    settings: SettingsDep,
-    response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> JobPublic:
-    fingerprint = request_fingerprint(body.model_dump(mode="json", exclude_unset=True))
-    replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
-    if replayed is not None:
-        return to_public(owned(session, Job, replayed, tenant), request)
+def _checked_teacher_and_student(
+    body: JobSpec, session: Session, tenant: str, settings: Settings
+) -> tuple[Teacher, dict[str, Any]]:
+    """The job's teacher and its student's kwargs, once everything the job names fits them."""
     teacher = owned(session, Teacher, body.teacher_id, tenant)
     if teacher is None:
         raise ApiError(
@@ -238,6 +223,13 @@ def create_job(
             "method lopes reconstructs inputs from the teacher's activation record; upload the teacher "
             "with a `metadata` file (made by `dfkd record-metadata`) or add one with PUT /v1/teachers/{id}/metadata",
         )
+    return teacher, student_kwargs
+
+
+def _effective_hyperparameters(
+    body: JobSpec, teacher: Teacher, settings: Settings
+) -> dict[str, Any]:
+    """The method's config with every derived default filled in, as the job shows it."""
     requested = body.hyperparameters.model_dump()
     device = planned_device(settings)
     config = METHODS[body.method].Config(
@@ -252,6 +244,30 @@ def create_job(
         effective |= {key: None for key in DEVICE_DEPENDENT if requested.get(key) is None}
     for key in ("iterations", "batch_size", "seed", "device"):
         effective.pop(key)
+    return effective
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Start a distillation job",
+)
+def create_job(
+    body: JobCreate,
+    request: Request,
+    session: SessionDep,
+    tenant: TenantDep,
+    queue: QueueDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    fingerprint = request_fingerprint(body.model_dump(mode="json", exclude_unset=True))
+    replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
+    if replayed is not None:
+        return to_public(owned(session, Job, replayed, tenant), request)
+    teacher, student_kwargs = _checked_teacher_and_student(body, session, tenant, settings)
+    effective = _effective_hyperparameters(body, teacher, settings)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant,
