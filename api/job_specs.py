@@ -1,12 +1,15 @@
 """What a job spec may say: the fields every method shares and each method's hyperparameters.
 
-Defaults come from the papers (docs/algorithms.md); each field's description names its source.
-The three job kinds form one union keyed by `method` (zskt when it is left out).
+The per-method parts are generated from the method registry (core/method_registry.py): each
+hyperparameter's type, default, bounds and description are the ones its config dataclass declares
+(docs/methods.md). The job kinds form one union keyed by `method` (the registry's default method
+when it is left out).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import functools
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import (
     BaseModel,
@@ -16,26 +19,20 @@ from pydantic import (
     Field,
     HttpUrl,
     Tag,
+    create_model,
     model_validator,
 )
 
 from api.json_limits import bounded_json
-from core.methods.dfad import DFADConfig
-from core.methods.lopes import LopesConfig
-from core.methods.zskt import (
-    PAPER_BETA_AT_MEAN_REDUCTION,
-    PAPER_GRAD_CLIP_AT_MEAN_REDUCTION,
-    ZSKTConfig,
-)
+from core.hyperparameters import HyperparameterInfo
+from core.method_registry import MethodSpec, default_method, list_methods
 
 # ids as the service makes them (service.models.new_id): the prefix says what they name
 TEACHER_ID = r"^tch_[0-9a-z]+$"
 DATASET_ID = r"^dst_[0-9a-z]+$"
 
-_ZSKT = ZSKTConfig()
-_DFAD = DFADConfig()
-_LOPES = LopesConfig()
 METADATA_MAX_BYTES = 16 * 1024
+BUDGET_MAX_SECONDS = 30 * 24 * 3600.0  # beyond any deployment's limit; the route checks that
 METADATA_MAX_DEPTH = 8
 
 
@@ -48,175 +45,6 @@ class StudentSpec(BaseModel):
     kwargs: dict[str, Any] = Field(
         default_factory=dict,
         description="constructor arguments; num_classes, in_channels and image_size default to the teacher's",
-    )
-
-
-class ZSKTHyperparameters(BaseModel):
-    """ZSKT (Micaelli & Storkey, 2019). Defaults are the paper's CIFAR-10 scripts unless noted."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    z_dim: int = Field(
-        _ZSKT.z_dim, ge=1, le=4096, description="dimension of the generator's noise z (paper: 100)"
-    )
-    generator_steps: int = Field(
-        _ZSKT.generator_steps,
-        ge=0,
-        le=100,
-        description="n_g, generator steps per iteration (paper: 1)",
-    )
-    student_steps: int = Field(
-        _ZSKT.student_steps,
-        ge=1,
-        le=1000,
-        description="n_s, student steps per iteration on the same pseudo batch (paper: 10)",
-    )
-    lr_generator: float = Field(
-        _ZSKT.lr_generator,
-        gt=0,
-        le=1,
-        description="Adam learning rate of the generator, cosine-annealed (paper: 1e-3)",
-    )
-    lr_student: float = Field(
-        _ZSKT.lr_student,
-        gt=0,
-        le=1,
-        description="Adam learning rate of the student, cosine-annealed (paper: 2e-3)",
-    )
-    beta: float | None = Field(
-        None,
-        ge=0,
-        description=(
-            f"weight of the attention term. Unset means {PAPER_BETA_AT_MEAN_REDUCTION:g} x num_classes: "
-            f"the paper's {PAPER_BETA_AT_MEAN_REDUCTION:g} was tuned against a KL averaged over batch and classes; "
-            "this service takes the true per-sample KL (batchmean), so the same balance needs C times more"
-        ),
-    )
-    temperature: float = Field(
-        _ZSKT.temperature, gt=0, le=100, description="softmax temperature of the KL (paper: 1)"
-    )
-    grad_clip: float | None = Field(
-        None,
-        ge=0,
-        description=(
-            f"gradient-norm clip for both networks; 0 disables. Unset means "
-            f"{PAPER_GRAD_CLIP_AT_MEAN_REDUCTION:g} x num_classes: the paper's "
-            f"{PAPER_GRAD_CLIP_AT_MEAN_REDUCTION:g} was set for losses averaged over batch and "
-            "classes; the batchmean losses here are C times larger, and so are their gradients"
-        ),
-    )
-    generator_width: int | None = Field(
-        None,
-        ge=4,
-        le=1024,
-        description="channels of the generator's first conv. The paper's 128 was tuned for a GPU budget: "
-        "unset means 128 on a GPU worker and 32 on a CPU worker (~4x faster, enough for MNIST); "
-        "the job shows the value its worker chose",
-    )
-    attention: bool = Field(
-        _ZSKT.attention,
-        description="attention transfer on taps of matching spatial size (paper: on)",
-    )
-    log_every: int = Field(
-        _ZSKT.log_every, ge=1, le=100_000, description="iterations between metric points"
-    )
-
-
-class DFADHyperparameters(BaseModel):
-    """DFAD (Fang et al., 2019). Unset fields are derived from the teacher's input shape."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    student_steps: int = Field(
-        _DFAD.student_steps,
-        ge=1,
-        le=1000,
-        description="student steps per iteration, fresh z each (paper: 5)",
-    )
-    generator_steps: int = Field(
-        _DFAD.generator_steps, ge=0, le=100, description="generator steps per iteration (paper: 1)"
-    )
-    lr_student: float | None = Field(
-        None,
-        gt=0,
-        le=10,
-        description="SGD learning rate of the student, x0.1 at 40% and 80% of training. Unset: 0.01 for "
-        "MNIST-like inputs (1 channel, <= 32 px; paper's MNIST value), else 0.1 (paper's CIFAR value)",
-    )
-    weight_decay: float | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="SGD weight decay. Unset: 1e-4 for MNIST-like inputs, else 5e-4 (paper)",
-    )
-    momentum: float = Field(_DFAD.momentum, ge=0, lt=1, description="SGD momentum (paper: 0.9)")
-    lr_generator: float = Field(
-        _DFAD.lr_generator,
-        gt=0,
-        le=1,
-        description="Adam learning rate of the generator (paper: 1e-3)",
-    )
-    z_dim: int | None = Field(
-        None,
-        ge=1,
-        le=4096,
-        description="noise dimension. Unset: 100 for 1-channel inputs, else 256 (paper)",
-    )
-    generator: Literal["dafl", "dcgan"] | None = Field(
-        None,
-        description="dafl (generator A, <= 64 px) or dcgan (generator B, 128 px). Unset: chosen by input size",
-    )
-    generator_width: float | None = Field(
-        None,
-        gt=0,
-        le=4,
-        description="multiple of the paper's generator width. The paper's 1 was tuned for a GPU budget: "
-        "unset means 1 on a GPU worker and 0.25 on a CPU worker (~5x faster, still ~95% on MNIST digits); "
-        "the job shows the value its worker chose",
-    )
-    log_every: int = Field(
-        _DFAD.log_every, ge=1, le=100_000, description="iterations between metric points"
-    )
-
-
-class LopesHyperparameters(BaseModel):
-    """Lopes, Fenu & Starner (2017): reconstruct inputs from the teacher's activation record, then
-    distil on them. Needs a teacher uploaded with `metadata` (dfkd record-metadata)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    samples: int = Field(
-        _LOPES.samples,
-        ge=1,
-        le=10_000_000,
-        description="inputs to reconstruct, cycling over the classes",
-    )
-    reconstruction_steps: int = Field(
-        _LOPES.reconstruction_steps,
-        ge=1,
-        le=100_000,
-        description="Adam steps on each input (paper: 1000)",
-    )
-    reconstruction_lr: float = Field(
-        _LOPES.reconstruction_lr,
-        gt=0,
-        le=10,
-        description="Adam learning rate on the inputs (paper: 0.05-0.07)",
-    )
-    reconstruction_batch: int = Field(
-        _LOPES.reconstruction_batch, ge=1, le=65_536, description="inputs optimised together"
-    )
-    init_std: float = Field(
-        _LOPES.init_std, gt=0, le=100, description="std of the noise the inputs start from"
-    )
-    lr_student: float = Field(
-        _LOPES.lr_student, gt=0, le=1, description="Adam learning rate of the student"
-    )
-    temperature: float = Field(
-        _LOPES.temperature, gt=0, le=100, description="distillation temperature tau (paper: 8)"
-    )
-    log_every: int = Field(
-        _LOPES.log_every, ge=1, le=100_000, description="iterations between metric points"
     )
 
 
@@ -299,6 +127,25 @@ class JobSpecBase(BaseModel):
         "the deployment's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS, means that setting; the deployment's "
         "hard limit (DFKD_JOB_HARD_TIME_LIMIT_SECONDS) kills a job that cannot reach a checkpoint",
     )
+    budget_seconds: float | None = Field(
+        None,
+        gt=0,
+        le=BUDGET_MAX_SECONDS,
+        description="seconds of training: the job ends `succeeded` with its student when they are "
+        "spent (or at `iterations`, whichever comes first), and the learning-rate schedules run "
+        "on the fraction of the budget spent. At most the deployment's time limit per attempt; "
+        "a resumed job keeps the time it already spent. Few-shot fine-tuning runs after it",
+        examples=[600],
+    )
+
+    @model_validator(mode="after")
+    def _has_an_end(self) -> JobSpecBase:
+        if getattr(self, "iterations", None) is None and self.budget_seconds is None:
+            raise ValueError(
+                "iterations or budget_seconds: give at least one (the job runs until the first "
+                "is reached); GET /v1/methods shows each method's paper iterations"
+            )
+        return self
 
     @model_validator(mode="after")
     def _evaluation_set_is_held_out(self) -> JobSpecBase:
@@ -311,91 +158,105 @@ class JobSpecBase(BaseModel):
         return self
 
 
-ZSKT_EXAMPLE = {
-    "teacher_id": "tch_0123456789abcdef01234567",
-    "method": "zskt",
-    "student": {"architecture": "lenet5_half", "kwargs": {}},
-    "iterations": 300,
-    "batch_size": 128,
-    "seed": 0,
-    "hyperparameters": {"generator_width": 32},
-}
-DFAD_EXAMPLE = {
-    "teacher_id": "tch_0123456789abcdef01234567",
-    "method": "dfad",
-    "student": {"architecture": "lenet5_half"},
-    "iterations": 200,
-    "batch_size": 128,
-    "hyperparameters": {"generator_width": 0.25},
-}
-LOPES_EXAMPLE = {
-    "teacher_id": "tch_0123456789abcdef01234567",
-    "method": "lopes",
-    "student": {"architecture": "hinton800"},
-    "iterations": 2000,
-    "hyperparameters": {"samples": 4096, "reconstruction_steps": 200},
-}
+def _hyperparameter_field(info: HyperparameterInfo) -> tuple[Any, Any]:
+    annotation = info.type
+    if info.choices:
+        choice = Literal[info.choices]  # type: ignore[valid-type]
+        annotation = choice | None if type(None) in get_args(info.type) else choice
+    description = info.description
+    if info.device_defaults is not None:
+        description += " (the job shows the value its worker chose)"
+    return annotation, Field(info.default, description=description, **info.bounds)
 
 
-class ZSKTJob(JobSpecBase):
-    model_config = ConfigDict(title="ZSKT job", json_schema_extra={"examples": [ZSKT_EXAMPLE]})
-
-    method: Literal["zskt"] = Field("zskt", description="adversarial belief matching (default)")
-    iterations: int = Field(
-        _ZSKT.iterations, ge=1, le=10_000_000, description="training iterations (paper: 80 000)"
-    )
-    batch_size: int = Field(
-        _ZSKT.batch_size, ge=2, le=8192, description="pseudo inputs per iteration (paper: 128)"
-    )
-    hyperparameters: ZSKTHyperparameters = Field(default_factory=ZSKTHyperparameters)
-
-
-class DFADJob(JobSpecBase):
-    model_config = ConfigDict(title="DFAD job", json_schema_extra={"examples": [DFAD_EXAMPLE]})
-
-    method: Literal["dfad"]
-    iterations: int = Field(
-        _DFAD.iterations,
-        ge=1,
-        le=10_000_000,
-        description="iterations (paper's CIFAR script: 500 epochs x 50)",
-    )
-    batch_size: int = Field(
-        _DFAD.batch_size,
-        ge=2,
-        le=8192,
-        description="pseudo inputs per step (paper: 256 CIFAR, 512 MNIST)",
-    )
-    hyperparameters: DFADHyperparameters = Field(default_factory=DFADHyperparameters)
-
-
-class LopesJob(JobSpecBase):
-    model_config = ConfigDict(
-        title="Lopes metadata job", json_schema_extra={"examples": [LOPES_EXAMPLE]}
+def hyperparameters_model(spec: MethodSpec) -> type[BaseModel]:
+    """The `hyperparameters` object of a `spec.name` job, read from its config's fields."""
+    fields = {info.name: _hyperparameter_field(info) for info in spec.hyperparameters()}
+    return create_model(
+        f"{spec.title}Hyperparameters",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"{spec.title} ({spec.paper}). Unset fields are derived when the job starts.",
+        **fields,
     )
 
-    method: Literal["lopes"]
-    iterations: int = Field(
-        _LOPES.iterations, ge=1, le=10_000_000, description="student steps on the reconstructed set"
+
+def job_example(spec: MethodSpec) -> dict[str, Any]:
+    """A job that runs in a minute on a CPU: the method's own example hyperparameters."""
+    return {
+        "teacher_id": "tch_0123456789abcdef01234567",
+        "method": spec.name,
+        "student": {"architecture": "lenet5_half", "kwargs": {}},
+        "iterations": 200,
+        "batch_size": 128,
+        "seed": 0,
+        "hyperparameters": spec.example,
+    }
+
+
+def job_model(spec: MethodSpec, default: bool) -> type[JobSpecBase]:
+    """One member of the job union: the shared fields, `method`, and the method's own."""
+    defaults = spec.job_defaults()
+    iterations, batch_size = defaults["iterations"], defaults["batch_size"]
+    hyperparameters = hyperparameters_model(spec)
+    method_field = Field(
+        spec.name if default else ...,
+        description=f"{spec.summary}{' (the default)' if default else ''}",
     )
-    batch_size: int = Field(_LOPES.batch_size, ge=2, le=8192, description="student batch")
-    hyperparameters: LopesHyperparameters = Field(default_factory=LopesHyperparameters)
+    return create_model(
+        f"{spec.title}Job",
+        __base__=JobSpecBase,
+        __doc__=f"{spec.title}: {spec.summary}. {spec.paper}.",
+        method=(Literal[spec.name], method_field),  # type: ignore[valid-type]
+        iterations=(
+            int | None,
+            Field(
+                None,
+                description=f"{iterations.description}; the paper's runs take "
+                f"{iterations.default}. Give iterations, budget_seconds or both (whichever ends "
+                "first)",
+                **iterations.bounds,
+            ),
+        ),
+        batch_size=(
+            int,
+            Field(batch_size.default, description=batch_size.description, **batch_size.bounds),
+        ),
+        hyperparameters=(hyperparameters, Field(default_factory=hyperparameters)),
+    )
 
 
-def _method_of(value: Any) -> str:
-    if isinstance(value, dict):
-        return value.get("method", "zskt")
-    return getattr(value, "method", "zskt")
+def _example_schema(model: type[BaseModel], example: dict[str, Any]) -> None:
+    model.model_config["json_schema_extra"] = {"examples": [example]}
+    model.model_rebuild(force=True)
 
 
-JobCreate = Annotated[
-    Annotated[ZSKTJob, Tag("zskt")]
-    | Annotated[DFADJob, Tag("dfad")]
-    | Annotated[LopesJob, Tag("lopes")],
-    Discriminator(
-        _method_of,
-        custom_error_type="unknown_method",
-        custom_error_message="method must be zskt, dfad or lopes",
-    ),
-]
-JobSpec = ZSKTJob | DFADJob | LopesJob
+@functools.cache
+def _job_union(specs: tuple[MethodSpec, ...], default: str) -> Any:
+    members = []
+    for spec in specs:
+        model = job_model(spec, spec.name == default)
+        _example_schema(model, job_example(spec))
+        members.append(Annotated[model, Tag(spec.name)])
+    names = ", ".join(spec.name for spec in specs)
+
+    def method_of(value: Any) -> str:
+        if isinstance(value, dict):
+            return value.get("method", default)
+        return getattr(value, "method", default)
+
+    return Annotated[
+        Union[tuple(members)],  # noqa: UP007 (a union built from a list)
+        Discriminator(
+            method_of,
+            custom_error_type="unknown_method",
+            custom_error_message=f"method must be one of: {names} (GET /v1/methods)",
+        ),
+    ]
+
+
+def job_create_type() -> Any:
+    """The body of POST /v1/jobs: a union keyed by `method` over the registered methods."""
+    return _job_union(tuple(list_methods()), default_method())
+
+
+JobSpec = JobSpecBase  # a job of any method (the route's body is `job_create_type()`)

@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.event_stream import POLL_THREADS
 from api.observability import install_observability, serve_internal_metrics
 from api.openapi import install_contract
-from api.routes import architectures, datasets, events, health, jobs, teachers
+from api.routes import architectures, datasets, events, health, jobs, methods, teachers
 from api.stream_slots import StreamSlots
 from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
@@ -84,7 +84,16 @@ def create_app(
         KeyBeforeBody, sessions=app.state.sessions, require_keys=settings.require_api_keys
     )
     install_observability(app)
-    for module in (health, architectures, teachers, datasets, jobs, events):
-        app.include_router(module.router)
+    for router in (
+        health.router,
+        architectures.router,
+        methods.router,
+        teachers.router,
+        datasets.router,
+        jobs.creation_router(),
+        jobs.router,
+        events.router,
+    ):
+        app.include_router(router)
     install_contract(app, keys_required=settings.require_api_keys)
     return app

@@ -43,6 +43,49 @@ class ArchitecturesPublic(BaseModel):
     items: list[ArchitecturePublic]
 
 
+# --- methods
+
+
+class HyperparameterPublic(BaseModel):
+    name: str
+    type: str = Field(description="integer, number, boolean, string or array; |null: may be unset")
+    default: Any = Field(
+        description="the value an unset field takes; null: derived when the job starts"
+    )
+    default_cpu: Any = Field(None, description="what an unset field becomes on a CPU worker")
+    default_gpu: Any = Field(None, description="what an unset field becomes on a GPU worker")
+    description: str
+    bounds: dict[str, float] = Field(description="ge / gt / le / lt: the values a job may ask for")
+    choices: list[str] | None = None
+
+
+class RequirementPublic(BaseModel):
+    code: str = Field(description="the error code of a job refused for lacking it")
+    summary: str
+
+
+class MethodPublic(BaseModel):
+    name: str = Field(description="what a job's `method` says")
+    title: str
+    summary: str
+    paper: str
+    task_types: list[str]
+    requirements: list[RequirementPublic] = Field(description="what the teacher must have")
+    iterations: HyperparameterPublic = Field(
+        description="the paper's run length (a job gives iterations, budget_seconds or both)"
+    )
+    batch_size: HyperparameterPublic
+    hyperparameters: list[HyperparameterPublic] = Field(
+        description="the job's `hyperparameters` object, field by field"
+    )
+    example: dict[str, Any] = Field(description="a job body that runs in about a minute on a CPU")
+
+
+class MethodsPublic(BaseModel):
+    items: list[MethodPublic]
+    default: str = Field(description="the method of a job that names none")
+
+
 # --- teachers
 
 
@@ -65,7 +108,7 @@ class TeacherPublic(BaseModel):
     )
     metadata: dict[str, Any] | None = Field(
         None,
-        description="summary of the activation record for the lopes method, if one was uploaded",
+        description="summary of the activation record (for the methods that need one), if uploaded",
     )
     created_at: datetime
 
@@ -104,11 +147,19 @@ class DatasetsPublic(BaseModel):
 
 
 class Progress(BaseModel):
-    iteration: int
-    total: int
-    fraction: float
+    iteration: int = Field(
+        description="steps done (a method's phases and few-shot fine-tuning count on)"
+    )
+    total: int | None = Field(
+        description="steps of the whole run; null while a budget alone decides"
+    )
+    fraction: float = Field(
+        description="done, of the iterations or of budget_seconds, whichever is further along"
+    )
     samples_per_second: float | None = Field(description="pseudo inputs drawn per second")
-    eta_seconds: float | None
+    eta_seconds: float | None = Field(
+        description="seconds left, by the pace so far or by the budget, whichever ends first"
+    )
     flops_per_second: float | None = Field(
         None,
         description="matmul/conv FLOPs the loop performs per second (counted on its first iteration)",
@@ -140,7 +191,8 @@ class JobPublic(BaseModel):
     teacher_id: str
     method: str
     student: StudentSpec
-    iterations: int
+    iterations: int | None
+    budget_seconds: float | None = Field(description="seconds of training the job may take")
     batch_size: int
     seed: int
     hyperparameters: dict[str, Any] = Field(description="effective values, every default filled in")

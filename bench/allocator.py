@@ -5,7 +5,7 @@ default thresholds and with freed buffers kept, each run in a fresh process, alt
     .venv/bin/python bench/allocator.py --iterations 60 --rounds 1 --no-write   # a check
 
 A process-wide setting cannot be switched back inside one process, so each run is a child process
-(multiprocessing spawn) that loads the same teacher and runs `core.methods.<method>.distill` from
+(multiprocessing spawn) that loads the same teacher and runs `core.loop.distill` for the method from
 the same seed; reported per run: pseudo-samples/s on the loop's clock, kernel (system) CPU seconds,
 minor page faults and peak resident memory of the child.
 """
@@ -33,16 +33,16 @@ BATCH, SEED = 128, 0
 
 def run_child(method: str, keep: bool, teacher_file: str, iterations: int, out: object) -> None:
     from core.acceleration import Acceleration
+    from core.loop import distill
     from core.methods import dfad, zskt
     from core.training import TrainingHooks
 
     task = lenet_task(Path(teacher_file))
-    module = {"zskt": zskt, "dfad": dfad}[method]
     config_type = zskt.ZSKTConfig if method == "zskt" else dfad.DFADConfig
     config = config_type(iterations=iterations, batch_size=BATCH, seed=SEED, device="cpu")
     before_cpu = os.times()
     before_faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    result = module.distill(
+    result = distill(
         task, config, TrainingHooks(), acceleration=Acceleration(keep_freed_memory=keep)
     )
     usage = resource.getrusage(resource.RUSAGE_SELF)

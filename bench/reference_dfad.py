@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.methods.dfad import LR_DECAY, DFADConfig, _milestones, build_dfad_generator
+from core.methods.dfad import LR_DECAY, DFADConfig, build_dfad_generator
 from core.training import frozen, seed_everything
 
 
@@ -45,7 +45,7 @@ def reference_distill(
         momentum=config.momentum,
         weight_decay=config.weight_decay or 0.0,
     )
-    milestones = _milestones(config.iterations, tuple(config.lr_milestones))
+    milestones = sorted({max(1, round(f * config.iterations)) for f in config.lr_milestones})
     scheduler_generator = torch.optim.lr_scheduler.MultiStepLR(
         optimizer_generator, milestones, LR_DECAY
     )

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import torch
 
+from core import fewshot
 from core.datasets import LabelledImages, mnist_digits
 from core.evaluation import accuracy
+from core.loop import distill
 from core.metadata import record_metadata
-from core.methods import dfad, fewshot, lopes, zskt
+from core.methods import dfad, lopes, zskt
 from core.models import build, get_spec
 from core.mte import transition_curves
 from core.training import DistillationTask, TrainingHooks
@@ -163,7 +165,7 @@ def run_zskt(setup: Setup, args: argparse.Namespace) -> tuple[Row, torch.nn.Modu
     )
     task = lenet_task(setup)
     every = args.validation_every or max(config.iterations // 8, 1)
-    result = zskt.distill(task, config, ValidationCurve(task.student, setup.lenet_train, every))
+    result = distill(task, config, ValidationCurve(task.student, setup.lenet_train, every))
     note = (
         f"{config.iterations} iterations, generator width {config.generator_width} (paper 128), "
         f"batch {config.batch_size}, n_s {config.student_steps}, student lr {config.lr_student:g}, "
@@ -183,7 +185,7 @@ def run_dfad(setup: Setup, args: argparse.Namespace) -> Row:
         seed=args.dfad_seed,
     )
     task = lenet_task(setup)
-    result = dfad.distill(task, config, ValidationCurve(task.student, setup.lenet_train, 100))
+    result = distill(task, config, ValidationCurve(task.student, setup.lenet_train, 100))
     schedule = (
         f"lr x0.1 at {', '.join(f'{m:.0%}' for m in milestones)}" if milestones else "constant lr"
     )
@@ -245,7 +247,7 @@ def run_lopes(
     stats = lopes_stats(family, record)
     metadata = record_metadata(teacher, train, record, stats, components=components)
     task = DistillationTask(teacher, build(student_name), shape, 10, metadata=metadata)
-    result = lopes.distill(task, config)
+    result = distill(task, config)
     seconds = time.perf_counter() - started
     ours = accuracy(result.student, heldout.images, heldout.labels)
     note = (
@@ -267,7 +269,7 @@ def run_lopes(
 def run_mte(setup: Setup, zero_shot: torch.nn.Module, images: int, steps: int) -> list[Row]:
     few_shot_config = fewshot.FewShotConfig(images_per_class=10, seed=0)
     started = time.perf_counter()
-    kd_at = fewshot.distill(lenet_task(setup), few_shot_config, setup.lenet_train).student
+    kd_at = fewshot.fine_tune(lenet_task(setup), few_shot_config, setup.lenet_train).student
     kd_seconds = time.perf_counter() - started
     rows = []
     for label, student, paper, seconds in (

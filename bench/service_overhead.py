@@ -40,6 +40,7 @@ from service_harness import (
 
 from core.datasets import MNIST_MEAN, MNIST_STD, mnist_digits
 from core.evaluation import accuracy
+from core.loop import distill
 from core.methods import zskt
 from core.models import build, get_spec
 from core.training import DistillationTask, Progress, TrainingHooks
@@ -107,7 +108,7 @@ def run_core(teacher_file: Path, iterations: int) -> tuple[dict[int, float], flo
     )
     hooks = RecordingHooks()
     started = time.perf_counter()
-    zskt.distill(task, config, hooks)
+    distill(task, config, hooks)
     wall = time.perf_counter() - started
     return {step: p.elapsed_seconds for step, p in hooks.progress.items()}, wall
 

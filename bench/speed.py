@@ -47,6 +47,7 @@ from core.acceleration import Acceleration  # noqa: E402
 from core.allocator import keep_freed_memory  # noqa: E402
 from core.datasets import LabelledImages, mnist_digits  # noqa: E402
 from core.evaluation import accuracy  # noqa: E402
+from core.loop import distill  # noqa: E402
 from core.methods import dfad, zskt  # noqa: E402
 from core.models import build, get_spec  # noqa: E402
 from core.training import DistillationTask, Progress, TrainingHooks  # noqa: E402
@@ -153,8 +154,7 @@ class Method:
         hooks: TrainingHooks | None = None,
         acceleration: Acceleration | None = None,
     ) -> None:
-        module = dfad if isinstance(self.config, dfad.DFADConfig) else zskt
-        module.distill(task, self.config, hooks, acceleration=acceleration)  # type: ignore[arg-type]
+        distill(task, self.config, hooks, acceleration=acceleration)
 
     def reference(
         self, task: DistillationTask, after: Callable[[int], None] = lambda step: None

@@ -40,6 +40,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.acceleration import Acceleration
+from core.loop import distill
 from core.losses import kl_divergence
 from core.methods import dfad, zskt
 from core.models import build, get_spec
@@ -54,7 +55,7 @@ VARIANTS: dict[str, Acceleration] = {
 }
 # the variants that compile are slow to start: measured at the largest batch only
 COMPILED = ("compile", "cudagraphs")
-METHODS = {"zskt": (zskt, zskt.ZSKTConfig), "dfad": (dfad, dfad.DFADConfig)}
+METHODS = {"zskt": zskt.ZSKTConfig, "dfad": dfad.DFADConfig}
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def run_loop(
     iterations: int,
     generator_width: float | None,
 ) -> dict[str, Any]:
-    module, config_type = METHODS[method]
+    config_type = METHODS[method]
     config = config_type(
         iterations=2 * iterations,
         batch_size=batch_size,
@@ -164,7 +165,7 @@ def run_loop(
     reset_peak_memory(device)
     hooks = TimedHooks()
     began = time.perf_counter()
-    module.distill(pair.task(device), config, hooks, acceleration=acceleration)
+    distill(pair.task(device), config, hooks, acceleration=acceleration)
     wall = time.perf_counter() - began
     warm, timed = hooks.progress
     samples_per_iteration = config.batch_size * (

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-METHOD_NAMES = ("zskt", "dfad", "lopes")
 
 
 def add_parser(commands: Any) -> None:
@@ -26,9 +24,22 @@ def add_parser(commands: Any) -> None:
         default="{}",
         help="JSON object; shape arguments default to the teacher's",
     )
-    parser.add_argument("--method", default="zskt", choices=METHOD_NAMES)
-    parser.add_argument("--metadata", type=Path, default=None, help="activation record (lopes)")
+    parser.add_argument(
+        "--method", default=None, help="a registered method (`dfkd methods` lists them)"
+    )
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        help="the teacher's activation record, for methods that need one",
+    )
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=None,
+        help="seconds of training; ends at this or --iterations, whichever comes first",
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -84,6 +95,11 @@ def add_parser(commands: Any) -> None:
     )
     evaluate.set_defaults(handler=run_evaluate)
 
+    methods = commands.add_parser(
+        "methods", help="the distillation methods with their hyperparameters (JSON)"
+    )
+    methods.set_defaults(handler=run_methods)
+
 
 def _parse_value(raw: str) -> Any:
     try:
@@ -117,19 +133,85 @@ def _load_pair(
     return teacher, student, input_shape, num_classes
 
 
-def _config(method: Any, args: argparse.Namespace, device: str) -> Any:
+def _config(spec: Any, args: argparse.Namespace, device: str) -> Any:
+    from core.hyperparameters import unknown_names
+
     overrides: dict[str, Any] = dict(item.split("=", 1) for item in args.hp)
-    known = {f.name for f in fields(method.Config)}
-    unknown = sorted(set(overrides) - known)
+    names = {info.name for info in spec.hyperparameters()}
+    unknown = unknown_names(spec.config, set(overrides)) or sorted(set(overrides) - names)
     if unknown:
         raise SystemExit(
-            f"unknown hyperparameter(s) {unknown} for {args.method}; known: {sorted(known)}"
+            f"unknown hyperparameter(s) {unknown} for {spec.name}; known: {sorted(names)}"
         )
     values = {k: _parse_value(v) for k, v in overrides.items()}
+    if args.budget_seconds is not None:
+        values["budget_seconds"] = args.budget_seconds
+        values["iterations"] = None  # unless given: the budget alone ends the run
     for name, value in (("iterations", args.iterations), ("batch_size", args.batch_size)):
         if value is not None:
             values[name] = value
-    return method.Config(**values, seed=args.seed, device=device)
+    return spec.config(**values, seed=args.seed, device=device)
+
+
+def _progress_hooks(bar: Any, out: Any, method: str) -> Any:
+    from tqdm import tqdm
+
+    from core.fewshot import PHASE_NAME
+    from core.training import Progress, TrainingHooks
+
+    prefix = f"{PHASE_NAME}_"
+
+    class BarHooks(TrainingHooks):
+        def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+            follow_up = any(name.startswith(prefix) for name in metrics)
+            if not follow_up:
+                bar.total = progress.total
+                bar.update(step - bar.n)
+                bar.set_postfix(sps=f"{progress.samples_per_second:.0f}")
+            values = {name.removeprefix(prefix): value for name, value in metrics.items()}
+            phase = PHASE_NAME if follow_up else method
+            out.write(json.dumps({"phase": phase, "step": step, **values}) + "\n")
+
+        def on_warning(self, message: str) -> None:
+            tqdm.write(f"warning: {message}")
+
+    return BarHooks()
+
+
+def _task(args: argparse.Namespace, spec: Any) -> Any:
+    from core.method_registry import ACTIVATION_RECORD
+    from core.models import get_spec
+    from core.training import DistillationTask
+
+    teacher, student, input_shape, num_classes = _load_pair(args, None)
+    metadata = None
+    if ACTIVATION_RECORD in spec.requirements:
+        from core.metadata import load_metadata
+
+        if args.metadata is None:
+            raise SystemExit(
+                f"--method {spec.name} needs --metadata (made by `dfkd record-metadata`)"
+            )
+        metadata = load_metadata(args.metadata)
+    return DistillationTask(
+        teacher,
+        student,
+        input_shape,
+        num_classes,
+        get_spec(args.teacher_arch).taps,
+        get_spec(args.student_arch).taps,
+        metadata=metadata,
+    )
+
+
+def _follow_ups(args: argparse.Namespace, device: str) -> tuple[Any, ...]:
+    if not args.few_shot_data:
+        return ()
+    from core.datasets import read_labelled
+    from core.fewshot import FewShotConfig, few_shot_phase
+
+    config = FewShotConfig(images_per_class=args.few_shot_per_class, seed=args.seed, device=device)
+    return (few_shot_phase(read_labelled(args.few_shot_data).prepared(), config),)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,92 +219,76 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.acceleration import Acceleration
-    from core.datasets import read_labelled
-    from core.methods import METHODS, fewshot
-    from core.models import get_spec
-    from core.report import evaluate
-    from core.training import DistillationTask, Progress, TrainingHooks
+    from core.loop import distill
+    from core.method_registry import UnknownMethodError, default_method, get_method
     from core.weights import state_dict_bytes
 
-    teacher, student, input_shape, num_classes = _load_pair(args, None)
+    try:
+        spec = get_method(args.method or default_method())
+    except UnknownMethodError as error:
+        raise SystemExit(str(error)) from None
+    task = _task(args, spec)
     device = (
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    method = METHODS[args.method]
-    config = _config(method, args, device).effective(num_classes, input_shape)
-    print(json.dumps({"method": args.method, **asdict(config)}))
-    metadata = None
-    if args.method == "lopes":
-        from core.metadata import load_metadata
-
-        if args.metadata is None:
-            raise SystemExit("--method lopes needs --metadata (made by `dfkd record-metadata`)")
-        metadata = load_metadata(args.metadata)
-
+    config = _config(spec, args, device)
+    effective = config.effective(task.num_classes, task.input_shape)
+    print(json.dumps({"method": spec.name, **asdict(effective)}))
     if args.threads:
         torch.set_num_threads(args.threads)
-    bar = tqdm(total=config.iterations, unit="it")
+    bar = tqdm(total=effective.iterations, unit="it")
     args.metrics.parent.mkdir(parents=True, exist_ok=True)
     with args.metrics.open("w") as metrics_file:
-
-        class BarHooks(TrainingHooks):
-            def __init__(self, phase: str = "") -> None:
-                self.phase = phase
-
-            def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-                if not self.phase:
-                    bar.update(step - bar.n)
-                    bar.set_postfix(sps=f"{progress.samples_per_second:.0f}")
-                metrics_file.write(
-                    json.dumps({"phase": self.phase or args.method, "step": step, **metrics}) + "\n"
-                )
-
-            def on_warning(self, message: str) -> None:
-                tqdm.write(f"warning: {message}")
-
-        task = DistillationTask(
-            teacher,
-            student,
-            input_shape,
-            num_classes,
-            get_spec(args.teacher_arch).taps,
-            get_spec(args.student_arch).taps,
-            metadata=metadata,
-        )
-        result = method.distill(
-            task, config, BarHooks(), acceleration=Acceleration(compile=args.compile)
+        result = distill(
+            task,
+            config,
+            _progress_hooks(bar, metrics_file, spec.name),
+            acceleration=Acceleration(compile=args.compile),
+            follow_ups=_follow_ups(args, device),
         )
         bar.close()
-        trained = result.student
-        if args.few_shot_data:
-            few_shot = fewshot.FewShotConfig(
-                images_per_class=args.few_shot_per_class, seed=args.seed, device=device
-            )
-            data = read_labelled(args.few_shot_data).prepared()
-            trained = fewshot.distill(
-                replace(task, student=trained), few_shot, data, BarHooks("few_shot")
-            ).student
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(state_dict_bytes(trained))
+    args.out.write_bytes(state_dict_bytes(result.student))
     summary: dict[str, Any] = {
         "student": str(args.out),
         "steps": result.steps,
         "seconds": round(result.elapsed_seconds, 1),
     }
     if args.eval_data:
-        report = evaluate(
-            trained,
-            teacher,
-            read_labelled(args.eval_data).prepared(),
-            args.mte_images,
-            args.mte_steps,
-        )
-        summary |= {k: v for k, v in report.numbers.items() if k != "mte"}
-        if "mte" in report.numbers:
-            summary["mte"] = report.numbers["mte"]["mte"]
-        if args.report:
-            args.report.write_text(json.dumps(report.numbers, indent=1))
+        summary |= _evaluation(args, result.student, task.teacher)
     print(json.dumps(summary))
+    return 0
+
+
+def _evaluation(args: argparse.Namespace, student: Any, teacher: Any) -> dict[str, Any]:
+    from core.datasets import read_labelled
+    from core.report import evaluate
+
+    data = read_labelled(args.eval_data).prepared()
+    report = evaluate(student, teacher, data, args.mte_images, args.mte_steps)
+    summary = {k: v for k, v in report.numbers.items() if k != "mte"}
+    if "mte" in report.numbers:
+        summary["mte"] = report.numbers["mte"]["mte"]
+    if args.report:
+        args.report.write_text(json.dumps(report.numbers, indent=1))
+    return summary
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from core.method_registry import list_methods
+
+    del args
+    listing = [
+        {
+            "name": spec.name,
+            "summary": spec.summary,
+            "paper": spec.paper,
+            "requirements": [requirement.code for requirement in spec.requirements],
+            "hyperparameters": [info.public() for info in spec.hyperparameters()],
+        }
+        for spec in list_methods()
+    ]
+    print(json.dumps(listing, indent=1))
     return 0
 
 

@@ -1,44 +1,72 @@
-"""What the generator-based methods (ZSKT, DFAD) share: their training state and its checkpoint."""
+"""What the generator-based methods share: a generator and the student, each with an optimiser,
+their checkpointed state, sample grids and metrics on fresh pseudo batches."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from core.training import restore_rng_state, rng_state
+from core.evaluation import fresh_pseudo_batch_metrics
+from core.generators import draw_samples
+from core.loop import MethodContext, MethodRun
 
 
-@dataclass
-class AdversarialState:
+class AdversarialRun(MethodRun):
+    """A MethodRun with a generator. Subclasses build `generator` and both optimisers in
+    `__init__` (after calling this one) and write `step` and `metrics`."""
+
     generator: nn.Module
     optimizer_generator: torch.optim.Optimizer
     optimizer_student: torch.optim.Optimizer
-    scheduler_generator: torch.optim.lr_scheduler.LRScheduler
-    scheduler_student: torch.optim.lr_scheduler.LRScheduler
 
-    def parts(self, student: nn.Module) -> dict[str, Any]:
-        """Everything with a state_dict, by the name it has in a checkpoint."""
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        # fresh pseudo batches for the metrics come from their own stream: logging never moves
+        # training
+        self.fresh_draws = torch.Generator(device=context.device).manual_seed(self.config.seed + 1)
+
+    def start(self, generator: nn.Module) -> None:
+        """Put the generator on the device and make the training passes' runners."""
+        context = self.context
+        self.generator = generator.to(context.device).train()
+        self.run_teacher = context.forward_of(context.teacher)
+        self.run_student = context.forward_of(context.student)
+        self.run_generator = context.forward_of(self.generator)
+
+    def z(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(
+            self.config.batch_size,
+            self.config.z_dim,
+            device=self.context.device,
+            generator=generator,
+        )
+
+    def fresh_metrics(self, temperature: float = 1.0) -> dict[str, float]:
+        """Agreement and KL on a pseudo batch the student never trained on."""
+        context = self.context
+        return fresh_pseudo_batch_metrics(
+            self.generator,
+            context.teacher,
+            context.student,
+            self.z(self.fresh_draws),
+            temperature,
+        )
+
+    def samples(self, count: int) -> torch.Tensor:
+        return draw_samples(self.generator, self.config.z_dim, count)
+
+    def _parts(self) -> dict[str, Any]:
         return {
-            "student": student,
-            **{name: getattr(self, name) for name in self.__dataclass_fields__},
+            "generator": self.generator,
+            "optimizer_generator": self.optimizer_generator,
+            "optimizer_student": self.optimizer_student,
         }
 
-    def checkpoint(self, method: str, step: int, config: Any, student: nn.Module) -> dict[str, Any]:
-        """The whole training state as one dict of tensors and plain values (loads with weights_only)."""
-        return {
-            "method": method,
-            "step": step,
-            "config": asdict(config),
-            **{name: part.state_dict() for name, part in self.parts(student).items()},
-            "rng": rng_state(),
-        }
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self._parts().items()}
 
-    def restore(self, checkpoint: dict[str, Any], student: nn.Module) -> int:
-        """Load a checkpoint made by `checkpoint`; returns the step it was taken at."""
-        for name, part in self.parts(student).items():
-            part.load_state_dict(checkpoint[name])
-        restore_rng_state(checkpoint["rng"])
-        return int(checkpoint["step"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self._parts().items():
+            part.load_state_dict(state[name])

@@ -40,22 +40,30 @@ class CancelledError(RuntimeError):
 @dataclass(frozen=True)
 class Progress:
     step: int  # iterations completed
-    total: int
+    total: int | None  # None: the time budget alone decides the end
     samples_per_second: float  # pseudo inputs drawn per second, over the last log interval
-    elapsed_seconds: float
+    elapsed_seconds: float  # training time so far, earlier attempts included
     # matmul/conv FLOPs per second over the last log interval (None where the loop does not count)
     flops_per_second: float | None = None
     rss_bytes: int | None = None  # the process's resident memory at this log point
+    budget_seconds: float | None = None
 
     @property
     def fraction(self) -> float:
-        return self.step / self.total if self.total else 1.0
+        """Of iterations or of the budget, whichever is further along (the run ends at 1)."""
+        done = [self.step / self.total] if self.total else []
+        if self.budget_seconds:
+            done.append(self.elapsed_seconds / self.budget_seconds)
+        return min(1.0, max(done)) if done else 1.0
 
     @property
     def eta_seconds(self) -> float | None:
-        if self.step == 0 or self.elapsed_seconds <= 0:
-            return None
-        return self.elapsed_seconds / self.step * (self.total - self.step)
+        estimates = []
+        if self.total and self.step and self.elapsed_seconds > 0:
+            estimates.append(self.elapsed_seconds / self.step * (self.total - self.step))
+        if self.budget_seconds:
+            estimates.append(max(0.0, self.budget_seconds - self.elapsed_seconds))
+        return min(estimates) if estimates else None
 
 
 class TrainingHooks:
@@ -140,10 +148,13 @@ class Throughput:
     counted (core.utilisation), and every later one is assumed to do the same work.
     """
 
-    def __init__(self, batch_size: int, count_flops: bool = True) -> None:
+    def __init__(
+        self, batch_size: int, count_flops: bool = True, elapsed_before: float = 0.0
+    ) -> None:
         self.batch_size = batch_size
         self.flops = FlopMeter(enabled=count_flops)
-        self.started = time.perf_counter()
+        # a resumed run goes on from the training time its earlier attempts spent
+        self.started = time.perf_counter() - elapsed_before
         self._last_time = self.started
         self._last_step = 0
 
@@ -151,7 +162,10 @@ class Throughput:
         self._last_time = time.perf_counter()
         self._last_step = step
 
-    def progress(self, step: int, total: int) -> Progress:
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def progress(self, step: int, total: int | None, budget: float | None = None) -> Progress:
         now = time.perf_counter()
         elapsed = now - self._last_time
         iterations_per_second = (step - self._last_step) / elapsed if elapsed > 0 else 0.0
@@ -164,6 +178,7 @@ class Throughput:
             now - self.started,
             flops_per_second=None if flops is None else iterations_per_second * flops,
             rss_bytes=rss_bytes(),
+            budget_seconds=budget,
         )
 
 

@@ -143,7 +143,9 @@ class Job(Base):
     method: Mapped[str] = mapped_column(String(20))
     student_architecture: Mapped[str] = mapped_column(String(100))
     student_kwargs: Mapped[dict[str, Any]]
-    iterations: Mapped[int] = mapped_column(Integer)
+    iterations: Mapped[int | None] = mapped_column(Integer)  # None: the budget alone ends it
+    # seconds of training, across attempts; the run ends at whichever of the two comes first
+    budget_seconds: Mapped[float | None] = mapped_column(Float)
     batch_size: Mapped[int] = mapped_column(Integer)
     seed: Mapped[int] = mapped_column(BigInteger)
     hyperparameters: Mapped[dict[str, Any]]  # effective values, every default filled in
@@ -153,6 +155,8 @@ class Job(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
+    progress_total: Mapped[int | None] = mapped_column(Integer)  # steps of the whole run, if known
+    progress_fraction: Mapped[float | None] = mapped_column(Float)  # of iterations or budget
     samples_per_second: Mapped[float | None] = mapped_column(Float)
     eta_seconds: Mapped[float | None] = mapped_column(Float)
     latest_metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     )
     compile_models: bool = Field(
         False,
-        description="torch.compile the training passes of zskt and dfad jobs: a compile of a "
+        description="torch.compile the training passes of the generator-based methods: a compile of a "
         "minute or so at the start of each job, for faster iterations (measure with bench/speed.py)",
     )
     runner_processes: int = Field(
@@ -133,8 +133,8 @@ class Settings(BaseSettings):
     max_lopes_sample_bytes: int = Field(
         1024**3,
         ge=1,
-        description="lopes jobs whose reconstructed inputs (samples x C x H x W float32) would take "
-        "more bytes are refused with 422",
+        description="jobs whose method would hold more bytes of synthesised inputs (a metadata "
+        "method's reconstructed set: samples x C x H x W float32) are refused with 422",
     )
     job_lease_seconds: float = Field(
         600,

@@ -40,3 +40,28 @@ def test_no_upload_is_ever_unpickled() -> None:
         text = path.read_text()
         assert "weights_only=False" not in text.replace(" ", ""), path
         assert "pickle.load" not in text, path
+
+
+def test_no_method_is_named_outside_core() -> None:
+    """api/, worker/, service/ and cli/ read methods from the registry: a new method is one file
+    of core/methods/, never an edit here (no string literal spells a method's name)."""
+    from core.method_registry import method_names
+
+    names = set(method_names())
+    offences = []
+    for package in ("api", "worker", "service", "cli"):
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and node.value in names:
+                    offences.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value!r}")
+    assert offences == []
+
+
+def test_a_method_module_holds_one_registered_method() -> None:
+    from core.method_registry import list_methods
+
+    modules = {
+        path.stem for path in (REPO / "core" / "methods").glob("*.py") if path.stem != "__init__"
+    }
+    registered = {spec.run.__module__.rsplit(".", 1)[1] for spec in list_methods()}
+    assert modules == registered

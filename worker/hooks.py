@@ -76,6 +76,8 @@ class JobHooks(TrainingHooks):
         self._points.extend((name, step, value) for name, value in metrics.items())
         self._progress = {
             "progress_step": step,
+            "progress_total": progress.total,
+            "progress_fraction": progress.fraction,
             "samples_per_second": progress.samples_per_second,
             "eta_seconds": progress.eta_seconds,
             "latest_metrics": {**metrics, "step": step},
@@ -161,36 +163,3 @@ class JobHooks(TrainingHooks):
                 )
             ),
         )
-
-
-class PhaseHooks(TrainingHooks):
-    """A later phase of the same job (few-shot fine-tuning): its metrics go on after the main
-    phase's steps under a prefix; cancellation is shared; it takes no checkpoints or samples."""
-
-    def __init__(self, job_hooks: JobHooks, prefix: str, step_offset: int) -> None:
-        self.job_hooks = job_hooks
-        self.prefix = prefix
-        self.step_offset = step_offset
-        self._points: list[MetricPoint] = []
-
-    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-        self._points.extend(
-            MetricPoint(
-                job_id=self.job_hooks.job_id,
-                name=self.prefix + name,
-                step=self.step_offset + step,
-                value=value,
-            )
-            for name, value in metrics.items()
-        )
-
-    def flush(self) -> None:
-        points = self._points
-        in_transaction(self.job_hooks.context.sessions, lambda session: session.add_all(points))
-        self._points = []
-
-    def on_warning(self, message: str) -> None:
-        self.job_hooks.on_warning(message)
-
-    def should_stop(self, step: int) -> bool:
-        return self.job_hooks.should_stop(step)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -16,9 +17,11 @@ from torch import nn
 from core.acceleration import Acceleration
 from core.datasets import LabelledImages, read_labelled
 from core.export import check_onnx, onnx_bytes, torchscript_bytes
+from core.fewshot import FewShotConfig, few_shot_phase
+from core.hyperparameters import MethodConfig
+from core.loop import BudgetTooSmallError, Phase, distill
 from core.metadata import Metadata, MetadataError, load_metadata
-from core.methods import METHODS, fewshot
-from core.methods.fewshot import FewShotConfig
+from core.method_registry import ACTIVATION_RECORD, MethodSpec, get_method
 from core.models import build, get_spec
 from core.programs import load_program
 from core.report import evaluate
@@ -39,7 +42,7 @@ from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
-from worker.hooks import JobHooks, PhaseHooks, SoftTimeLimitError, checkpoint_key
+from worker.hooks import JobHooks, SoftTimeLimitError, checkpoint_key
 from worker.lease import LeaseKeeper, LeaseLostError
 
 log = logging.getLogger(__name__)
@@ -102,16 +105,29 @@ def _load_checkpoint(context: WorkerContext, job_id: str, device: str) -> dict[s
     )
 
 
-def _method_config(context: WorkerContext, job: Job, teacher: Teacher, device: str) -> Any:
+def _method_config(
+    context: WorkerContext, job: Job, spec: MethodSpec, teacher: Teacher, device: str
+) -> MethodConfig:
     """The method's config on this worker's device; values the device decides (left unset by the
     API) are filled in here and written back, so the job shows what actually ran."""
-    config_type = METHODS[job.method].Config
-    names = {f.name for f in fields(config_type)}
+    names = {info.name for info in spec.hyperparameters()}
     values = {k: v for k, v in job.hyperparameters.items() if k in names}
-    config = config_type(
-        **values, iterations=job.iterations, batch_size=job.batch_size, seed=job.seed, device=device
-    ).effective(teacher.num_classes, tuple(teacher.input_shape))
-    shown = {k: v for k, v in asdict(config).items() if k in job.hyperparameters}
+    config = spec.config(
+        **values,
+        iterations=job.iterations,
+        budget_seconds=job.budget_seconds,
+        batch_size=job.batch_size,
+        seed=job.seed,
+        device=device,
+    )
+    shown = {
+        k: v
+        for k, v in asdict(
+            config.effective(teacher.num_classes, tuple(teacher.input_shape))
+        ).items()
+        if k in job.hyperparameters
+    }
+    shown = json.loads(json.dumps(shown))  # tuples as the JSON column gives them back: lists
     if shown != job.hyperparameters:
         with session_scope(context.sessions) as session:
             session.execute(update(Job).where(Job.id == job.id).values(hyperparameters=shown))
@@ -119,19 +135,22 @@ def _method_config(context: WorkerContext, job: Job, teacher: Teacher, device: s
     return config
 
 
-def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeeper) -> None:
-    device = context.device
-    teacher_model = _load_teacher(context, teacher)
-    student_model = build(job.student_architecture, **job.student_kwargs)
-    task = DistillationTask(
-        teacher=teacher_model,
-        student=student_model,
+def _task(context: WorkerContext, job: Job, spec: MethodSpec, teacher: Teacher) -> DistillationTask:
+    program = teacher.format != "safetensors"
+    return DistillationTask(
+        teacher=_load_teacher(context, teacher),
+        student=build(job.student_architecture, **job.student_kwargs),
         input_shape=tuple(teacher.input_shape),
         num_classes=teacher.num_classes,
-        teacher_taps=get_spec(teacher.architecture).taps if teacher.format == "safetensors" else (),
+        teacher_taps=() if program else get_spec(teacher.architecture).taps,
         student_taps=get_spec(job.student_architecture).taps,
-        metadata=_load_metadata(context, teacher) if job.method == "lopes" else None,
+        metadata=_load_metadata(context, spec, teacher)
+        if ACTIVATION_RECORD in spec.requirements
+        else None,
     )
+
+
+def _resume_point(context: WorkerContext, job: Job, device: str) -> dict[str, Any] | None:
     checkpoint = _load_checkpoint(context, job.id, device)
     if checkpoint is not None:
         step = int(checkpoint["step"])
@@ -141,6 +160,21 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
             add_event(session, job.id, "info", f"resuming from the checkpoint at step {step}")
 
         in_transaction(context.sessions, resume)
+    return checkpoint
+
+
+def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeeper) -> None:
+    device = context.device
+    spec = get_method(job.method)
+    task = _task(context, job, spec, teacher)
+    follow_ups: tuple[Phase, ...] = ()
+    if job.few_shot_dataset_id:  # ZSKT's few-shot variant, after any method
+        few_shot = FewShotConfig(
+            images_per_class=job.few_shot_per_class, seed=job.seed, device=device
+        )
+        data = _load_dataset(context, job.few_shot_dataset_id, teacher)
+        follow_ups = (few_shot_phase(data, few_shot),)
+    checkpoint = _resume_point(context, job, device)
     hooks = JobHooks(
         context,
         job.id,
@@ -151,37 +185,30 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
         lease=lease,
         soft_time_limit_seconds=soft_time_limit(context, job),
     )
-    result = METHODS[job.method].distill(
+    result = distill(
         task,
-        _method_config(context, job, teacher, device),
+        _method_config(context, job, spec, teacher, device),
         hooks,
         resume_from=checkpoint,
         acceleration=Acceleration(compile=context.settings.compile_models),
+        follow_ups=follow_ups,
     )
     hooks.flush()
     student = result.student
-
-    # --- optional few-shot fine-tuning on real images (ZSKT's few-shot variant)
-    if job.few_shot_dataset_id:
-        few_shot_data = _load_dataset(context, job.few_shot_dataset_id, teacher)
-        few_shot_hooks = PhaseHooks(hooks, prefix="few_shot_", step_offset=job.iterations)
-        config = FewShotConfig(
-            images_per_class=job.few_shot_per_class, seed=job.seed, device=device
-        )
-        task = replace(task, student=student)
-        student = fewshot.distill(task, config, few_shot_data, few_shot_hooks).student
-        few_shot_hooks.flush()
-
     context.blobs.put_bytes(student_key(job.id), state_dict_bytes(student))
-    _export_student(context, job, student, tuple(teacher.input_shape))
+    _export_student(context, job, student, tuple(teacher.input_shape), result.steps)
 
     # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
     if job.evaluation_dataset_id:
-        _write_report(context, job, teacher, student, task.teacher)
+        _write_report(context, job, teacher, student, task.teacher, result.steps)
 
 
 def _export_student(
-    context: WorkerContext, job: Job, student: nn.Module, input_shape: tuple[int, int, int]
+    context: WorkerContext,
+    job: Job,
+    student: nn.Module,
+    input_shape: tuple[int, int, int],
+    step: int,
 ) -> None:
     """ONNX (checked against torch in onnxruntime) and TorchScript beside the safetensors weights.
     A model that will not export keeps its safetensors file; the job says why in its events."""
@@ -210,7 +237,7 @@ def _export_student(
                 JobArtifact(
                     job_id=job.id,
                     kind=kind,
-                    step=job.iterations,
+                    step=step,
                     blob_key=key,
                     content_type="application/octet-stream",
                 )
@@ -218,10 +245,10 @@ def _export_student(
             add_event(session, job.id, "info", message)
 
 
-def _load_metadata(context: WorkerContext, teacher: Teacher) -> Metadata:
-    if teacher.metadata_key is None:
+def _load_metadata(context: WorkerContext, spec: MethodSpec, teacher: Teacher) -> Metadata:
+    if teacher.metadata_key is None:  # removed after the job was accepted
         raise JobFailure(
-            "teacher_has_no_metadata", "method lopes needs the teacher's activation record"
+            ACTIVATION_RECORD.code, f"method {spec.name} needs {ACTIVATION_RECORD.summary}"
         )
     try:
         return load_metadata(context.blobs.get_bytes(teacher.metadata_key))
@@ -240,7 +267,12 @@ def _load_dataset(context: WorkerContext, dataset_id: str, teacher: Teacher) -> 
 
 
 def _write_report(
-    context: WorkerContext, job: Job, teacher: Teacher, student: nn.Module, teacher_model: nn.Module
+    context: WorkerContext,
+    job: Job,
+    teacher: Teacher,
+    student: nn.Module,
+    teacher_model: nn.Module,
+    step: int,
 ) -> None:
     with session_scope(context.sessions) as session:
         add_event(
@@ -266,7 +298,7 @@ def _write_report(
                 JobArtifact(
                     job_id=job.id,
                     kind="transition_curves",
-                    step=job.iterations,
+                    step=step,
                     blob_key=key,
                     content_type="image/png",
                 )
@@ -323,6 +355,10 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
             )
         except DivergedError as error:
             outcome = _failure("diverged", str(error))
+        except BudgetTooSmallError as error:
+            outcome = _failure("budget_too_small", str(error))
+        except MetadataError as error:
+            outcome = _failure("invalid_metadata", str(error))
         except WeightsError as error:
             outcome = _failure("teacher_invalid", str(error))
         except JobFailure as error:

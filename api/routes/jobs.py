@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Path, Query, Request, Response, status
@@ -20,8 +20,8 @@ from api.deps import (
     replay,
 )
 from api.errors import ApiError, ErrorResponse
-from api.job_specs import JobCreate, JobSpec, LopesJob
-from api.model_limits import refuse_oversized_model
+from api.job_checks import checked_job
+from api.job_specs import JobSpec, job_create_type
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import (
     JobError,
@@ -36,25 +36,19 @@ from api.schemas import (
     StudentSpec,
     as_utc,
 )
-from core.methods import METHODS
-from core.methods.lopes import surrogate_set_bytes
-from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from service.blobstore import BlobNotFoundError
 from service.idempotency import commit_once, request_fingerprint
 from service.job_state import add_event, request_cancel
 from service.models import (
     FINAL_STATUSES,
     STEP_MAX,
-    Dataset,
     Job,
     JobArtifact,
     JobStatus,
     MetricPoint,
-    Teacher,
     new_id,
 )
 from service.queue import QueueUnavailableError
-from service.settings import Settings
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
@@ -70,6 +64,7 @@ def to_public(job: Job, request: Request) -> JobPublic:
         method=job.method,
         student=StudentSpec(architecture=job.student_architecture, kwargs=job.student_kwargs),
         iterations=job.iterations,
+        budget_seconds=job.budget_seconds,
         batch_size=job.batch_size,
         seed=job.seed,
         hyperparameters=job.hyperparameters,
@@ -77,8 +72,8 @@ def to_public(job: Job, request: Request) -> JobPublic:
         status=job.status,
         progress=Progress(
             iteration=job.progress_step,
-            total=job.iterations,
-            fraction=job.progress_step / job.iterations,
+            total=job.progress_total or job.iterations,
+            fraction=1.0 if job.status == JobStatus.succeeded else job.progress_fraction or 0.0,
             samples_per_second=job.samples_per_second,
             eta_seconds=0.0 if job.status == JobStatus.succeeded else job.eta_seconds,
             flops_per_second=metrics.get("flops_per_second"),
@@ -112,148 +107,8 @@ def to_public(job: Job, request: Request) -> JobPublic:
     )
 
 
-def _validate_student(body: JobSpec, teacher: Teacher, max_parameters: int) -> dict[str, Any]:
-    try:
-        spec = get_spec(body.student.architecture)
-    except UnknownArchitectureError as error:
-        raise ApiError(422, "invalid_architecture", f"student.architecture: {error}") from None
-    # Shape arguments the student omits come from the teacher.
-    inherited = {
-        "num_classes": teacher.num_classes,
-        "in_channels": teacher.input_shape[0],
-        "image_size": teacher.input_shape[1],
-    }
-    try:
-        kwargs = spec.resolve_kwargs(**{**inherited, **body.student.kwargs})
-        refuse_oversized_model(spec.name, kwargs, max_parameters, "DFKD_MAX_STUDENT_PARAMETERS")
-    except ArchitectureArgumentError as error:
-        raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
-    if list(spec.input_shape(**kwargs)) != list(teacher.input_shape):
-        raise ApiError(
-            422,
-            "shape_mismatch",
-            f"the student takes inputs of shape {list(spec.input_shape(**kwargs))} but the teacher takes "
-            f"{list(teacher.input_shape)}; drop in_channels/image_size from student.kwargs to inherit the teacher's",
-        )
-    if spec.num_classes(**kwargs) != teacher.num_classes:
-        raise ApiError(
-            422,
-            "shape_mismatch",
-            f"the student has {spec.num_classes(**kwargs)} classes but the teacher has {teacher.num_classes}",
-        )
-    return kwargs
-
-
-def _refuse_oversized_surrogate_set(samples: int, teacher: Teacher, limit: int) -> None:
-    shape = tuple(teacher.input_shape)
-    needed = surrogate_set_bytes(samples, shape, teacher.num_classes)
-    if needed > limit:
-        fitting = limit * samples // needed
-        raise ApiError(
-            422,
-            "validation_error",
-            f"hyperparameters.samples: {samples} reconstructed inputs of shape {list(shape)} "
-            f"take {needed} bytes, more than the {limit} allowed (DFKD_MAX_LOPES_SAMPLE_BYTES); "
-            f"at most {fitting} fit",
-        )
-
-
-# Hyperparameters whose default depends on the worker's device (GPU budget vs CPU).
-DEVICE_DEPENDENT = ("generator_width",)
-
-
-def planned_device(settings: Settings) -> str | None:
-    """The device jobs will run on, when this process can know it."""
-    if settings.device != "auto":
-        return settings.device
-    if settings.uses_embedded_runner:  # the runner lives in this process
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return None
-
-
-def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher: Teacher) -> None:
-    if dataset_id is None:
-        return
-    dataset = owned(session, Dataset, dataset_id, teacher.tenant_id)
-    if dataset is None:
-        raise ApiError(
-            422,
-            "dataset_not_found",
-            f"{field}: no dataset {dataset_id!r}; upload one with POST /v1/datasets",
-        )
-    if list(dataset.image_shape) != list(teacher.input_shape):
-        raise ApiError(
-            422,
-            "dataset_mismatch",
-            f"{field}: the dataset's images are {dataset.image_shape} but the teacher takes {teacher.input_shape}",
-        )
-    largest = max(int(label) for label in dataset.class_counts)
-    if largest >= teacher.num_classes:
-        raise ApiError(
-            422,
-            "dataset_mismatch",
-            f"{field}: the dataset has label {largest} but the teacher has {teacher.num_classes} classes",
-        )
-
-
-def _checked_teacher_and_student(
-    body: JobSpec, session: Session, tenant: str, settings: Settings
-) -> tuple[Teacher, dict[str, Any]]:
-    """The job's teacher and its student's kwargs, once everything the job names fits them."""
-    teacher = owned(session, Teacher, body.teacher_id, tenant)
-    if teacher is None:
-        raise ApiError(
-            422,
-            "teacher_not_found",
-            f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
-        )
-    student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
-    for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
-        _check_dataset(session, field, getattr(body, field), teacher)
-    if isinstance(body, LopesJob):
-        _refuse_oversized_surrogate_set(
-            body.hyperparameters.samples, teacher, settings.max_lopes_sample_bytes
-        )
-    if body.method == "lopes" and teacher.metadata_key is None:
-        raise ApiError(
-            422,
-            "teacher_has_no_metadata",
-            "method lopes reconstructs inputs from the teacher's activation record; upload the teacher "
-            "with a `metadata` file (made by `dfkd record-metadata`) or add one with PUT /v1/teachers/{id}/metadata",
-        )
-    return teacher, student_kwargs
-
-
-def _effective_hyperparameters(
-    body: JobSpec, teacher: Teacher, settings: Settings
-) -> dict[str, Any]:
-    """The method's config with every derived default filled in, as the job shows it."""
-    requested = body.hyperparameters.model_dump()
-    device = planned_device(settings)
-    config = METHODS[body.method].Config(
-        **requested,
-        iterations=body.iterations,
-        batch_size=body.batch_size,
-        seed=body.seed,
-        device=device or "cpu",
-    )
-    effective = asdict(config.effective(teacher.num_classes, tuple(teacher.input_shape)))
-    if device is None:  # the worker's device decides these; it fills them in when it starts
-        effective |= {key: None for key in DEVICE_DEPENDENT if requested.get(key) is None}
-    for key in ("iterations", "batch_size", "seed", "device"):
-        effective.pop(key)
-    return effective
-
-
-@router.post(
-    "",
-    status_code=status.HTTP_202_ACCEPTED,
-    summary="Start a distillation job",
-)
 def create_job(
-    body: JobCreate,
+    body: JobSpec,  # the union of the registered methods' jobs: see creation_router
     request: Request,
     session: SessionDep,
     tenant: TenantDep,
@@ -266,8 +121,7 @@ def create_job(
     replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
     if replayed is not None:
         return to_public(owned(session, Job, replayed, tenant), request)
-    teacher, student_kwargs = _checked_teacher_and_student(body, session, tenant, settings)
-    effective = _effective_hyperparameters(body, teacher, settings)
+    teacher, student_kwargs, effective = checked_job(body, session, tenant, settings)
     job = Job(
         id=new_id("job"),
         tenant_id=tenant,
@@ -276,6 +130,7 @@ def create_job(
         student_architecture=body.student.architecture,
         student_kwargs=student_kwargs,
         iterations=body.iterations,
+        budget_seconds=body.budget_seconds,
         batch_size=body.batch_size,
         seed=body.seed,
         hyperparameters=effective,
@@ -309,6 +164,26 @@ def create_job(
         session.commit()
         raise ApiError(503, "broker_unavailable", job.error_message) from None
     return to_public(job, request)
+
+
+def creation_router() -> APIRouter:
+    """POST /v1/jobs with its body typed as the union of the methods registered when the app is
+    made (core/method_registry.py), so a method added to core/methods/ needs nothing here."""
+    endpoint = types.FunctionType(
+        create_job.__code__, create_job.__globals__, create_job.__name__, create_job.__defaults__
+    )
+    endpoint.__annotations__ = {**create_job.__annotations__, "body": job_create_type()}
+    creation = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+    creation.add_api_route(
+        "",
+        endpoint,
+        methods=["POST"],
+        status_code=status.HTTP_202_ACCEPTED,
+        summary="Start a distillation job",
+        description="The body's `method` picks one of GET /v1/methods; each method's "
+        "`hyperparameters` are listed there with their defaults.",
+    )
+    return creation
 
 
 @router.get("", summary="Jobs, newest first")

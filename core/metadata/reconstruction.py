@@ -54,6 +54,30 @@ def reconstruction_loss(
     return total
 
 
+class InputReconstruction:
+    """One batch of inputs under reconstruction: Adam on the inputs only, one step at a time."""
+
+    def __init__(
+        self,
+        read: UnitReader,
+        metadata: Metadata,
+        targets: list[torch.Tensor],
+        start: torch.Tensor,
+        lr: float,
+    ) -> None:
+        self.read, self.metadata, self.targets = read, metadata, targets
+        self.inputs = nn.Parameter(start.clone())
+        self.optimizer = torch.optim.Adam([self.inputs], lr=lr)
+
+    def step(self) -> torch.Tensor:
+        """One Adam step; returns the batch-mean loss before it (detached)."""
+        loss = reconstruction_loss(self.metadata, self.read(self.inputs), self.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * len(self.inputs)).backward()  # the sum of per-input losses (see above)
+        self.optimizer.step()
+        return loss.detach()
+
+
 def reconstruct_batch(
     read: UnitReader,
     metadata: Metadata,
@@ -64,13 +88,9 @@ def reconstruct_batch(
     on_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Adam on the inputs only, from `start`; `on_step(step, loss, inputs)` runs after each step."""
-    inputs = nn.Parameter(start.clone())
-    optimizer = torch.optim.Adam([inputs], lr=lr)
+    batch = InputReconstruction(read, metadata, targets, start, lr)
     for step in range(1, steps + 1):
-        loss = reconstruction_loss(metadata, read(inputs), targets)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * len(inputs)).backward()  # the sum of per-input losses (see above)
-        optimizer.step()
+        loss = batch.step()
         if on_step is not None:
-            on_step(step, loss.detach(), inputs.detach())
-    return inputs.detach()
+            on_step(step, loss, batch.inputs.detach())
+    return batch.inputs.detach()

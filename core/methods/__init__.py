@@ -1,7 +1,2 @@
-"""Distillation methods, one module each, looked up by the name users put in a job spec."""
-
-from core.methods import dfad, lopes, zskt
-
-METHODS = {"zskt": zskt, "dfad": dfad, "lopes": lopes}
-
-__all__ = ["METHODS", "dfad", "lopes", "zskt"]
+"""Distillation methods, one module each. A module registers its method when imported
+(core/method_registry.py imports every module of this package); nothing here lists them."""

@@ -14,29 +14,19 @@ so the generator keeps finding hard samples late in training.
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.acceleration import Acceleration
-from core.adversarial import AdversarialState
-from core.evaluation import fresh_pseudo_batch_metrics
-from core.generators import build_generator, draw_samples, generator_for
+from core.adversarial import AdversarialRun
+from core.generators import build_generator, generator_for, generator_names
+from core.hyperparameters import MethodConfig, hyperparameter
+from core.loop import MethodContext
 from core.losses import agreement, at_least_float32, float32_math, kl_divergence
-from core.training import (
-    CancelledError,
-    DistillationResult,
-    DistillationTask,
-    Throughput,
-    TrainingHooks,
-    check_finite,
-    frozen,
-    seed_everything,
-)
+from core.method_registry import register_method
+from core.schedules import set_learning_rate, step_decay
 
 # Fractions of the run at which both learning rates are multiplied by LR_DECAY: 40% / 80%, chosen
 # over the released script's 20% / 40% on validation (docs/methods.md, "DFAD").
@@ -60,51 +50,76 @@ def is_mnist_like(input_shape: tuple[int, int, int]) -> bool:
 
 
 @dataclass
-class DFADConfig:
+class DFADConfig(MethodConfig):
     """Hyperparameters; defaults are the paper's CIFAR settings unless the input looks like MNIST.
 
     Fields left as None are derived from the teacher's input shape by `effective`: a 1-channel
     input of at most 32 px counts as MNIST-like.
     """
 
-    iterations: int = 25_000  # the released CIFAR script: 500 epochs x 50 iterations
-    batch_size: int = 256  # the paper's CIFAR value (512 on MNIST); results depend on it strongly
-    student_steps: int = 5
-    generator_steps: int = 1
-    # Student SGD learning rate. None: 0.1 (CIFAR), or 0.01 for MNIST-like inputs; on the MNIST
-    # digits here 0.1 leaves the student below 50% while 0.01 reaches 95% (docs/algorithms.md §7).
-    lr_student: float | None = None
-    weight_decay: float | None = None  # None: 5e-4 (CIFAR), or 1e-4 for MNIST-like inputs
-    momentum: float = 0.9
-    lr_generator: float = 1e-3  # Adam
-    # Fractions of `iterations` at which both learning rates drop x0.1 (docs/methods.md, "DFAD").
-    # () keeps them constant: a short run then learns at full speed until it is stopped.
-    lr_milestones: tuple[float, ...] = PAPER_LR_MILESTONES
-    z_dim: int | None = None  # None: 100 for 1-channel inputs, 256 otherwise (the paper's values)
-    generator: str | None = None  # registry name; None: generator_for(input_shape) (dafl <= 64 px)
-    # Multiple of the paper's generator width. None: 1 on a GPU, 0.25 on a CPU, where the
-    # generator, not a LeNet, dominates the cost: a quarter width is ~5x faster per iteration and
-    # still reaches ~95% on the MNIST digits (docs/algorithms.md §7).
-    generator_width: float | None = None
-    seed: int = 0
-    device: str = "cpu"
-    log_every: int = 10
+    student_steps: int = hyperparameter(
+        5, "student steps per iteration, a fresh z each (paper: 5)", ge=1, le=1000
+    )
+    generator_steps: int = hyperparameter(
+        1, "generator steps per iteration (paper: 1)", ge=0, le=100
+    )
+    # on the MNIST digits here 0.1 leaves the student below 50% while 0.01 reaches 95%
+    lr_student: float | None = hyperparameter(
+        None,
+        "SGD learning rate of the student; unset: 0.01 for MNIST-like inputs (1 channel, "
+        "<= 32 px; the paper's MNIST value), else 0.1 (the paper's CIFAR value)",
+        gt=0,
+        le=10,
+    )
+    weight_decay: float | None = hyperparameter(
+        None, "SGD weight decay; unset: 1e-4 for MNIST-like inputs, else 5e-4 (paper)", ge=0, le=1
+    )
+    momentum: float = hyperparameter(0.9, "SGD momentum (paper: 0.9)", ge=0, lt=1)
+    lr_generator: float = hyperparameter(
+        1e-3, "Adam learning rate of the generator (paper: 1e-3)", gt=0, le=1
+    )
+    lr_milestones: tuple[float, ...] = hyperparameter(
+        PAPER_LR_MILESTONES,
+        "fractions of the run at which both learning rates drop x0.1 (docs/methods.md, DFAD); "
+        "[] keeps them constant",
+    )
+    z_dim: int | None = hyperparameter(
+        None, "noise dimension; unset: 100 for 1-channel inputs, else 256 (paper)", ge=1, le=4096
+    )
+    generator: str | None = hyperparameter(
+        None,
+        "dafl (generator A, <= 64 px) or dcgan (generator B, 128 px); unset: chosen by input size",
+        choices=("dafl", "dcgan"),
+    )
+    generator_width: float | None = hyperparameter(
+        None,
+        "multiple of the paper's generator width; unset: 1 on a GPU, 0.25 on a CPU (about 5x "
+        "faster, still ~95% on the MNIST digits)",
+        gt=0,
+        le=4,
+        cpu=CPU_GENERATOR_WIDTH,
+        gpu=PAPER_GENERATOR_WIDTH,
+    )
+    iterations: int | None = hyperparameter(
+        25_000, "iterations (the released CIFAR script: 500 epochs x 50)", ge=1, le=10_000_000
+    )
+    batch_size: int = hyperparameter(
+        256, "pseudo inputs per step (paper: 256 CIFAR, 512 MNIST)", ge=2, le=8192
+    )
 
     def effective(
         self, num_classes: int, input_shape: tuple[int, int, int] | None = None
     ) -> DFADConfig:
         """This config with every derived default filled in; without an input shape the
         input-dependent fields stay None (they cannot be chosen yet)."""
-        del num_classes  # nothing here depends on the class count
-        width = self.generator_width or (
-            PAPER_GENERATOR_WIDTH if self.device.startswith("cuda") else CPU_GENERATOR_WIDTH
-        )
+        if any(not 0 < fraction < 1 for fraction in self.lr_milestones):
+            raise ValueError(
+                f"lr_milestones must be fractions between 0 and 1, got {list(self.lr_milestones)}"
+            )
         if input_shape is None:
-            return replace(self, generator_width=width)
+            return self.with_device_defaults()
         mnist = is_mnist_like(input_shape)
-        return replace(
-            self,
-            generator_width=width,
+        return self.with_device_defaults(
             lr_student=self.lr_student
             if self.lr_student is not None
             else (MNIST_LR if mnist else CIFAR_LR),
@@ -114,9 +129,6 @@ class DFADConfig:
             z_dim=self.z_dim if self.z_dim is not None else (100 if input_shape[0] == 1 else 256),
             generator=self.generator or generator_for(input_shape),
         )
-
-
-Config = DFADConfig
 
 
 def l1_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -130,6 +142,8 @@ def build_dfad_generator(
     name: str, z_dim: int, input_shape: tuple[int, int, int], width: float
 ) -> nn.Module:
     """A registered generator at `width` times the paper's width for this input shape."""
+    if name not in generator_names():
+        raise ValueError(f"unknown generator {name!r}; the generators are {generator_names()}")
     channels, size, _ = input_shape
     scaled: float | int = (
         max(2, round(PAPER_DAFL_WIDTH * width)) if name in ("dafl", "zskt") else width
@@ -137,150 +151,91 @@ def build_dfad_generator(
     return build_generator(name, z_dim=z_dim, out_channels=channels, image_size=size, width=scaled)
 
 
-def _milestones(iterations: int, fractions: tuple[float, ...]) -> list[int]:
-    if any(not 0 < fraction < 1 for fraction in fractions):
-        raise ValueError(f"lr_milestones must be fractions between 0 and 1, got {fractions}")
-    return sorted({max(1, round(fraction * iterations)) for fraction in fractions})
+@register_method(
+    "dfad",
+    title="DFAD",
+    summary="a generator and the student play a min-max game on the L1 distance between "
+    "teacher and student logits",
+    paper="Fang, Song, Wang, Shen, Wang & Song, Data-Free Adversarial Distillation, 2019",
+    config=DFADConfig,
+    example={"generator_width": 0.25},
+)
+class DFAD(AdversarialRun):
+    """One iteration: `student_steps` student steps, each on a fresh z with the generator's output
+    detached, then `generator_steps` generator steps on a fresh z that maximise the L1."""
 
+    config: DFADConfig
 
-def _build_state(
-    config: DFADConfig,
-    task: DistillationTask,
-    device: torch.device,
-    optimizer_options: dict[str, Any] | None = None,
-) -> AdversarialState:
-    assert config.generator is not None and config.z_dim is not None
-    assert config.lr_student is not None and config.weight_decay is not None
-    assert config.generator_width is not None
-    generator = build_dfad_generator(
-        config.generator, config.z_dim, task.input_shape, config.generator_width
-    ).to(device)
-    options = optimizer_options or {}
-    optimizer_generator = torch.optim.Adam(
-        generator.parameters(), lr=config.lr_generator, **options
-    )
-    optimizer_student = torch.optim.SGD(
-        task.student.parameters(),
-        lr=config.lr_student,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        **options,
-    )
-    milestones = _milestones(config.iterations, tuple(config.lr_milestones))
-    return AdversarialState(
-        generator=generator,
-        optimizer_generator=optimizer_generator,
-        optimizer_student=optimizer_student,
-        scheduler_generator=torch.optim.lr_scheduler.MultiStepLR(
-            optimizer_generator, milestones, LR_DECAY
-        ),
-        scheduler_student=torch.optim.lr_scheduler.MultiStepLR(
-            optimizer_student, milestones, LR_DECAY
-        ),
-    )
-
-
-def checkpoint_dict(
-    step: int, config: DFADConfig, task: DistillationTask, state: AdversarialState
-) -> dict[str, Any]:
-    """The whole training state as one dict of tensors and plain values (loads with weights_only)."""
-    return state.checkpoint("dfad", step, config, task.student)
-
-
-def distill(
-    task: DistillationTask,
-    config: DFADConfig,
-    hooks: TrainingHooks | None = None,
-    resume_from: dict[str, Any] | None = None,
-    acceleration: Acceleration | None = None,
-) -> DistillationResult:
-    """Run DFAD on `task`; the student is trained in place and returned in the result."""
-    hooks = hooks or TrainingHooks()
-    config = config.effective(task.num_classes, task.input_shape)
-    assert config.z_dim is not None
-    device = torch.device(config.device)
-    speed = (acceleration or Acceleration()).resolved(device)
-    speed.prepare(device)
-    seed_everything(config.seed)
-    teacher = frozen(task.teacher.to(device))
-    student = task.student.to(device).train()
-
-    state = _build_state(config, task, device, speed.optimizer_options())
-    generator = state.generator.train()
-    start = state.restore(resume_from, task.student) if resume_from else 0
-    # the training passes go through these; the modules themselves are what is tapped and saved
-    run_teacher, run_student, run_generator = (
-        speed.forward_of(module, device) for module in (teacher, student, generator)
-    )
-
-    # every student and generator step draws a fresh batch: that many pseudo inputs per iteration
-    # fresh pseudo batches for the metrics come from their own stream: logging never moves training
-    fresh_draws = torch.Generator(device=device).manual_seed(config.seed + 1)
-    throughput = Throughput(
-        config.batch_size * (config.student_steps + config.generator_steps),
-        count_flops=not speed.compile,
-    )
-    throughput.reset(start)
-    metrics: dict[str, float] = {}
-    step = start
-    for step in range(start + 1, config.iterations + 1):
-        with throughput.flops.measure():
-            # --- student: imitate the teacher's logits on samples the generator cannot change
-            discrepancies = []
-            for _ in range(config.student_steps):
-                z = torch.randn(config.batch_size, config.z_dim, device=device)
-                with torch.no_grad():
-                    pseudo = run_generator(z)
-                    teacher_logits = run_teacher(pseudo)
-                student_logits = run_student(pseudo)
-                loss_student = l1_discrepancy(student_logits, teacher_logits)
-                state.optimizer_student.zero_grad(set_to_none=True)
-                loss_student.backward()
-                state.optimizer_student.step()
-                discrepancies.append(loss_student.detach())
-
-            # --- generator: seek inputs where the logits disagree most; the student stays fixed
-            student.requires_grad_(False)
-            for _ in range(config.generator_steps):
-                z = torch.randn(config.batch_size, config.z_dim, device=device)
-                pseudo = run_generator(z)
-                loss_generator = -l1_discrepancy(run_student(pseudo), run_teacher(pseudo))
-                state.optimizer_generator.zero_grad(set_to_none=True)
-                loss_generator.backward()
-                state.optimizer_generator.step()
-            student.requires_grad_(True)
-
-        state.scheduler_generator.step()
-        state.scheduler_student.step()
-
-        if step % config.log_every == 0 or step == config.iterations:
-            student_logits = student_logits.detach()
-            fresh_z = torch.randn(
-                config.batch_size, config.z_dim, device=device, generator=fresh_draws
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        config = self.config
+        assert config.generator is not None and config.z_dim is not None
+        assert config.lr_student is not None and config.weight_decay is not None
+        assert config.generator_width is not None
+        self.start(
+            build_dfad_generator(
+                config.generator, config.z_dim, context.task.input_shape, config.generator_width
             )
-            metrics = {
-                "loss_student": loss_student.item(),
-                "loss_generator": loss_generator.item(),
-                "l1": torch.stack(discrepancies).mean().item(),
-                "kl": kl_divergence(teacher_logits, student_logits).item(),
-                "pseudo_agreement": agreement(teacher_logits, student_logits),
-                "lr_student": state.scheduler_student.get_last_lr()[0],
-                "lr_generator": state.scheduler_generator.get_last_lr()[0],
-                **fresh_pseudo_batch_metrics(generator, teacher, student, fresh_z),
-            }
-            check_finite(step, metrics)
-            hooks.on_log(step, metrics, throughput.progress(step, config.iterations))
-        if hooks.sample_every and step % hooks.sample_every == 0:
-            hooks.on_samples(step, draw_samples(generator, config.z_dim, 64))
-        if hooks.checkpoint_every and step % hooks.checkpoint_every == 0:
-            hooks.on_checkpoint(step, checkpoint_dict(step, config, task, state))
-        if hooks.should_stop(step):
-            raise CancelledError(step)
+        )
+        options = context.speed.optimizer_options()
+        self.optimizer_generator = torch.optim.Adam(
+            self.generator.parameters(), lr=config.lr_generator, **options
+        )
+        self.optimizer_student = torch.optim.SGD(
+            context.student.parameters(),
+            lr=config.lr_student,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            **options,
+        )
+        self.loss_generator = torch.zeros(())  # stays 0 when the job asks for no generator steps
 
-    return DistillationResult(
-        student=student,
-        steps=step,
-        metrics=metrics,
-        elapsed_seconds=time.perf_counter() - throughput.started,
-        warnings=[],
-    )
+    def inputs_per_step(self, step: int) -> int:
+        # every student and generator step draws a fresh batch
+        return self.config.batch_size * (self.config.student_steps + self.config.generator_steps)
+
+    def step(self, step: int, fraction: float) -> None:
+        config, student = self.config, self.context.student
+        assert config.lr_student is not None
+        decay = step_decay(fraction, config.lr_milestones, LR_DECAY)
+        self.lr_student = set_learning_rate(self.optimizer_student, config.lr_student, decay)
+        self.lr_generator = set_learning_rate(self.optimizer_generator, config.lr_generator, decay)
+
+        # --- student: imitate the teacher's logits on samples the generator cannot change
+        discrepancies = []
+        for _ in range(config.student_steps):
+            with torch.no_grad():
+                pseudo = self.run_generator(self.z())
+                self.teacher_logits = self.run_teacher(pseudo)
+            self.student_logits = self.run_student(pseudo)
+            self.loss_student = l1_discrepancy(self.student_logits, self.teacher_logits)
+            self.optimizer_student.zero_grad(set_to_none=True)
+            self.loss_student.backward()
+            self.optimizer_student.step()
+            discrepancies.append(self.loss_student.detach())
+        self.discrepancies = discrepancies
+
+        # --- generator: seek inputs where the logits disagree most; the student stays fixed
+        student.requires_grad_(False)
+        for _ in range(config.generator_steps):
+            pseudo = self.run_generator(self.z())
+            self.loss_generator = -l1_discrepancy(
+                self.run_student(pseudo), self.run_teacher(pseudo)
+            )
+            self.optimizer_generator.zero_grad(set_to_none=True)
+            self.loss_generator.backward()
+            self.optimizer_generator.step()
+        student.requires_grad_(True)
+
+    def metrics(self, step: int) -> dict[str, float]:
+        student_logits = self.student_logits.detach()
+        return {
+            "loss_student": self.loss_student.item(),
+            "loss_generator": self.loss_generator.item(),
+            "l1": torch.stack(self.discrepancies).mean().item(),
+            "kl": kl_divergence(self.teacher_logits, student_logits).item(),
+            "pseudo_agreement": agreement(self.teacher_logits, student_logits),
+            "lr_student": self.lr_student,
+            "lr_generator": self.lr_generator,
+            **self.fresh_metrics(),
+        }

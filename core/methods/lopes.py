@@ -11,78 +11,76 @@ activations on their data (core.metadata, `dfkd record-metadata`); the record ar
    cross-entropy to softmax(teacher / tau) with tau = 8, Adam.
 
 Steps count both phases: `ceil(samples / reconstruction_batch) * reconstruction_steps`
-reconstruction steps, then `iterations` student steps. Checkpoints are taken at the end of a
-reconstruction batch (the set so far) and every `checkpoint_every` student steps; resuming gives
-the same student as an uninterrupted run because each reconstruction batch draws from its own seed.
+reconstruction steps, then `iterations` student steps (with only a time budget, student steps
+until it is spent). A checkpoint holds the set so far and the batch under reconstruction;
+resuming gives the same student as an uninterrupted run because each reconstruction batch draws
+its targets and starting noise from its own seed (docs/methods.md, "Lopes").
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass
-from functools import partial
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.acceleration import Acceleration
+from core.hyperparameters import MethodConfig, hyperparameter
+from core.loop import MethodContext, MethodRun
 from core.losses import agreement, kl_divergence
-from core.metadata import Metadata, MetadataError, check_teacher, reading_units
-from core.metadata.reconstruction import (
-    balanced_classes,
-    reconstruct_batch,
-    sample_targets,
-)
-from core.training import (
-    CancelledError,
-    DistillationResult,
-    DistillationTask,
-    Throughput,
-    TrainingHooks,
-    check_finite,
-    frozen,
-    restore_rng_state,
-    rng_state,
-    seed_everything,
-)
+from core.metadata import Metadata, MetadataError, check_teacher
+from core.metadata.layers import UnitReader
+from core.metadata.reconstruction import InputReconstruction, balanced_classes, sample_targets
+from core.method_registry import ACTIVATION_RECORD, register_method
+from core.taps import ActivationRecorder
 
 PAPER_RECONSTRUCTION_STEPS = 1000
-SAMPLE_IMAGES = 64
 
 
 @dataclass
-class LopesConfig:
+class LopesConfig(MethodConfig):
     """Hyperparameters. Paper values where the paper gives them; the others say why they are so."""
 
-    iterations: int = 3000  # student steps on the reconstructed set
-    batch_size: int = 128  # student batch
-    samples: int = 4096  # inputs to reconstruct (a balanced cycle over the classes)
-    # The paper runs 1000 Adam steps per input. On 2 CPU cores 200 steps take a fifth of the
-    # time and give most of the benefit (see docs/lopes-spectral.md for the measurements).
-    reconstruction_steps: int = PAPER_RECONSTRUCTION_STEPS
-    reconstruction_lr: float = 0.05  # paper: 0.05-0.07
-    reconstruction_batch: int = 512  # inputs optimised together (same result, fewer passes)
-    # The starting noise, N(0, init_std^2) in the teacher's input space. The paper says only "noise";
-    # 0.1 beat 1.0 for every record when tuned on digits the held-out set never saw (the noise
-    # the objective does not remove stays in the images the student learns from).
-    init_std: float = 0.1
-    lr_student: float = 1e-3
-    temperature: float = 8.0  # of the distillation softmax (the paper's tau)
-    seed: int = 0
-    device: str = "cpu"
-    log_every: int = 10
+    # the reconstructed set's size decides the memory this method holds (`data_bytes`)
+    DATA_SIZE_FIELD: ClassVar[str] = "samples"
+
+    samples: int = hyperparameter(
+        4096, "inputs to reconstruct, a balanced cycle over the classes", ge=1, le=10_000_000
+    )
+    # On 2 CPU cores 200 steps take a fifth of the paper's time and give most of the benefit
+    # (docs/lopes-spectral.md).
+    reconstruction_steps: int = hyperparameter(
+        PAPER_RECONSTRUCTION_STEPS, "Adam steps on each input (paper: 1000)", ge=1, le=100_000
+    )
+    reconstruction_lr: float = hyperparameter(
+        0.05, "Adam learning rate on the inputs (paper: 0.05-0.07)", gt=0, le=10
+    )
+    reconstruction_batch: int = hyperparameter(
+        512, "inputs optimised together (the same result, fewer passes)", ge=1, le=65_536
+    )
+    # The paper says only "noise"; 0.1 beat 1.0 for every record when tuned on digits the
+    # held-out set never saw (the noise the objective does not remove stays in the images).
+    init_std: float = hyperparameter(
+        0.1, "std of the noise the inputs start from, in the teacher's input space", gt=0, le=100
+    )
+    lr_student: float = hyperparameter(1e-3, "Adam learning rate of the student", gt=0, le=1)
+    temperature: float = hyperparameter(
+        8.0, "distillation temperature tau (paper: 8)", gt=0, le=100
+    )
+    batch_size: int = hyperparameter(128, "student batch", ge=2, le=8192)
+    iterations: int | None = hyperparameter(
+        3000, "student steps on the reconstructed set", ge=1, le=10_000_000
+    )
 
     def effective(
         self, num_classes: int, input_shape: tuple[int, int, int] | None = None
     ) -> LopesConfig:
-        """This config with every derived default filled in (none depend on classes or shape)."""
         for name in ("samples", "reconstruction_batch", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        return LopesConfig(**asdict(self))
+        return self.with_device_defaults()
 
     def reconstruction_batches(self) -> int:
         return math.ceil(self.samples / self.reconstruction_batch)
@@ -90,8 +88,8 @@ class LopesConfig:
     def reconstruction_total(self) -> int:
         return self.reconstruction_batches() * self.reconstruction_steps
 
-
-Config = LopesConfig
+    def data_bytes(self, num_classes: int, input_shape: tuple[int, ...]) -> int:
+        return surrogate_set_bytes(self.samples, input_shape, num_classes)
 
 
 def surrogate_set_bytes(samples: int, input_shape: tuple[int, ...], num_classes: int) -> int:
@@ -99,41 +97,6 @@ def surrogate_set_bytes(samples: int, input_shape: tuple[int, ...], num_classes:
     batches kept so far and their concatenation (twice the inputs), then the teacher's logits and
     soft targets."""
     return samples * (2 * math.prod(input_shape) + 2 * num_classes) * 4
-
-
-@dataclass
-class _State:
-    images: list[torch.Tensor]  # reconstructed batches so far
-    classes: list[torch.Tensor]  # the class each reconstructed input was drawn for
-    optimizer_student: torch.optim.Optimizer
-
-
-def checkpoint_dict(
-    step: int, config: LopesConfig, task: DistillationTask, state: _State
-) -> dict[str, Any]:
-    """The whole state as one dict of tensors and plain values (loads with weights_only)."""
-    return {
-        "method": "lopes",
-        "step": step,
-        "config": asdict(config),
-        "images": torch.cat(state.images) if state.images else torch.zeros(0),
-        "classes": torch.cat(state.classes) if state.classes else torch.zeros(0, dtype=torch.long),
-        "batches_done": len(state.images),
-        "student": task.student.state_dict(),
-        "optimizer_student": state.optimizer_student.state_dict(),
-        "rng": rng_state(),
-    }
-
-
-def _restore(checkpoint: dict[str, Any], task: DistillationTask, state: _State) -> int:
-    done = int(checkpoint["batches_done"])
-    if done:
-        state.images = list(checkpoint["images"].chunk(done))
-        state.classes = list(checkpoint["classes"].chunk(done))
-    task.student.load_state_dict(checkpoint["student"])
-    state.optimizer_student.load_state_dict(checkpoint["optimizer_student"])
-    restore_rng_state(checkpoint["rng"])
-    return int(checkpoint["step"])
 
 
 def _same_architecture(first: nn.Module, second: nn.Module) -> bool:
@@ -165,28 +128,8 @@ def _batch_generator(seed: int, batch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + batch)
 
 
-def distill(
-    task: DistillationTask,
-    config: LopesConfig,
-    hooks: TrainingHooks | None = None,
-    resume_from: dict[str, Any] | None = None,
-    acceleration: Acceleration | None = None,
-) -> DistillationResult:
-    hooks = hooks or TrainingHooks()
-    config = config.effective(task.num_classes)
-    device = torch.device(config.device)
-    speed = (acceleration or Acceleration()).resolved(device)
-    speed.prepare(device)
-    seed_everything(config.seed)
-    teacher = frozen(task.teacher.to(device))
-    student = task.student.to(device).train()
-    warnings: list[str] = []
-
-    def warn(message: str) -> None:
-        warnings.append(message)
-        hooks.on_warning(message)
-
-    # --- the record must describe this teacher
+def _checked_record(context: MethodContext) -> Metadata:
+    task = context.task
     if task.metadata is None:
         raise MetadataError(
             "lopes needs the owner's metadata record (dfkd record-metadata) in task.metadata"
@@ -195,114 +138,179 @@ def distill(
         raise MetadataError(
             f"the record has {task.metadata.num_classes} classes, the task {task.num_classes}"
         )
-    mismatch = check_teacher(task.metadata, teacher, task.input_shape)
+    mismatch = check_teacher(task.metadata, context.teacher, task.input_shape)
     if mismatch:
-        warn(mismatch)
-    if _same_architecture(teacher, student):
-        warn(
+        context.warn(mismatch)
+    if _same_architecture(context.teacher, context.student):
+        context.warn(
             "the student has the teacher's architecture; the method is meant to compress "
             "(the authors' release distilled into a copy of the teacher by mistake)"
         )
-    metadata: Metadata = task.metadata.to(device)
+    return task.metadata.to(context.device)
 
-    state = _State(
-        images=[],
-        classes=[],
-        optimizer_student=torch.optim.Adam(
-            student.parameters(), lr=config.lr_student, **speed.optimizer_options()
-        ),
-    )
-    start = _restore(resume_from, task, state) if resume_from else 0
-    reconstruction_total = config.reconstruction_total()
-    total = reconstruction_total + config.iterations
-    throughput = Throughput(config.reconstruction_batch)
-    throughput.reset(start)
-    metrics: dict[str, float] = {}
-    step = start
 
-    def after_step(step: int, images: torch.Tensor | None) -> None:
-        if step % config.log_every == 0 or step == total:
-            check_finite(step, metrics)
-            hooks.on_log(step, dict(metrics), throughput.progress(step, total))
-        if hooks.sample_every and step % hooks.sample_every == 0 and images is not None:
-            hooks.on_samples(step, images[:SAMPLE_IMAGES].cpu())
-        if hooks.should_stop(step):
-            raise CancelledError(step)
+@register_method(
+    "lopes",
+    title="Lopes",
+    summary="reconstructs inputs from the activation record the data owner shipped with the "
+    "teacher, then distils on them",
+    paper="Lopes, Fenu & Starner, Data-Free Knowledge Distillation for Deep Neural Networks, 2017",
+    config=LopesConfig,
+    requirements=(ACTIVATION_RECORD,),
+    example={"samples": 4096, "reconstruction_steps": 200},
+)
+class Lopes(MethodRun):
+    """Steps 1..R reconstruct the surrogate set batch by batch; the steps after train the
+    student on it with the teacher's soft labels, computed once."""
 
-    def on_reconstruction_step(
-        offset: int, local: int, loss: torch.Tensor, images: torch.Tensor
-    ) -> None:
-        step = offset + local
-        if step % config.log_every == 0 or step == total:  # .item() waits for the device
-            done = step // config.reconstruction_steps * config.reconstruction_batch
-            metrics["reconstruction_loss"] = loss.item()
-            metrics["reconstructed"] = float(min(config.samples, done))
-        after_step(step, images)
+    config: LopesConfig
+    count_flops = False  # a reconstruction step and a student step cost differently
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        self.metadata = _checked_record(context)
+        hidden = tuple(layer.name for layer in self.metadata.layers if not layer.is_logits)
+        self.recorder = context.closes(ActivationRecorder(context.teacher, hidden))
+        self.read = UnitReader(context.teacher, self.recorder, self.metadata.temperature)
+        self.optimizer_student = torch.optim.Adam(
+            context.student.parameters(),
+            lr=self.config.lr_student,
+            **context.speed.optimizer_options(),
+        )
+        self.reconstruction_steps_total = self.config.reconstruction_total()
+        self.images: list[torch.Tensor] = []  # reconstructed batches so far
+        self.classes: list[torch.Tensor] = []  # the class each input was drawn for
+        self.batch: InputReconstruction | None = None  # the batch under reconstruction
+        self.surrogate: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.latest: dict[str, float] = {}
+        self.latest_tensors: dict[str, torch.Tensor] = {}
+
+    def total_steps(self) -> int | None:
+        if self.config.iterations is None:
+            return None
+        return self.reconstruction_steps_total + self.config.iterations
+
+    def inputs_per_step(self, step: int) -> int:
+        if step <= self.reconstruction_steps_total:
+            return self.config.reconstruction_batch
+        return self.config.batch_size
+
+    def student_trained(self, step: int) -> bool:
+        return step > self.reconstruction_steps_total
+
+    def step(self, step: int, fraction: float) -> None:
+        if step <= self.reconstruction_steps_total:
+            self._reconstruction_step(step)
+        else:
+            self._student_step(step - self.reconstruction_steps_total)
 
     # --- phase 1: reconstruct the surrogate set, batch by batch
-    with reading_units(teacher, metadata.layers, metadata.temperature) as read:
-        for batch in range(len(state.images), config.reconstruction_batches()):
-            first = batch * config.reconstruction_batch
-            count = min(config.reconstruction_batch, config.samples - first)
-            generator = _batch_generator(config.seed, batch)
-            classes = balanced_classes(first, count, metadata)
-            targets = [t.to(device) for t in sample_targets(metadata, classes, generator)]
-            noise = torch.randn(count, *task.input_shape, generator=generator) * config.init_std
-            offset = batch * config.reconstruction_steps
 
-            images = reconstruct_batch(
-                read,
-                metadata,
-                targets,
-                noise.to(device),
-                config.reconstruction_steps,
-                config.reconstruction_lr,
-                partial(on_reconstruction_step, offset),
+    def _begin_batch(self, index: int) -> InputReconstruction:
+        config, device = self.config, self.context.device
+        first = index * config.reconstruction_batch
+        count = min(config.reconstruction_batch, config.samples - first)
+        generator = _batch_generator(config.seed, index)
+        self.batch_classes = balanced_classes(first, count, self.metadata)
+        targets = [
+            t.to(device) for t in sample_targets(self.metadata, self.batch_classes, generator)
+        ]
+        shape = self.context.task.input_shape
+        noise = torch.randn(count, *shape, generator=generator) * config.init_std
+        return InputReconstruction(
+            self.read, self.metadata, targets, noise.to(device), config.reconstruction_lr
+        )
+
+    def _reconstruction_step(self, step: int) -> None:
+        config = self.config
+        if self.batch is None:
+            self.batch = self._begin_batch(len(self.images))
+        self.latest_tensors["reconstruction_loss"] = self.batch.step()
+        if step % config.reconstruction_steps == 0:  # the batch is done
+            self.images.append(self.batch.inputs.detach().cpu())
+            self.classes.append(self.batch_classes)
+            self.batch = None
+        if step == self.reconstruction_steps_total:
+            self.recorder.close()
+        done = step // config.reconstruction_steps * config.reconstruction_batch
+        self.latest["reconstructed"] = float(min(config.samples, done))
+
+    # --- phase 2: distil on the set, with the teacher's soft labels computed once
+
+    def _surrogate_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.surrogate is None:
+            teacher, device = self.context.teacher, self.context.device
+            self.recorder.close()
+            images = torch.cat(self.images).to(device)
+            with torch.no_grad():
+                logits = torch.cat([teacher(chunk) for chunk in images.split(1024)])
+            classes = torch.cat(self.classes).to(device)
+            self.latest["teacher_matches_class"] = (
+                (logits.argmax(1) == classes).float().mean().item()
             )
-            state.images.append(images.cpu())
-            state.classes.append(classes)
-            step = offset + config.reconstruction_steps
-            if hooks.checkpoint_every and (
-                step // hooks.checkpoint_every > offset // hooks.checkpoint_every
-            ):
-                hooks.on_checkpoint(step, checkpoint_dict(step, config, task, state))
+            soft_targets = F.softmax(logits / self.config.temperature, dim=1)
+            self.surrogate = (images, logits, soft_targets)
+        return self.surrogate
 
-    # --- phase 2: distil on it, with the teacher's soft labels computed once
-    images = torch.cat(state.images).to(device)
-    with torch.no_grad():
-        teacher_logits = torch.cat([teacher(chunk) for chunk in images.split(1024)])
-    soft_targets = F.softmax(teacher_logits / config.temperature, dim=1)
-    classes = torch.cat(state.classes).to(device)
-    metrics["teacher_matches_class"] = (teacher_logits.argmax(1) == classes).float().mean().item()
-
-    throughput.batch_size = config.batch_size
-    throughput.reset(max(start, reconstruction_total))
-    for step in range(max(start, reconstruction_total) + 1, total + 1):
-        batch_indices = _student_batch(
-            step - reconstruction_total, len(images), config.batch_size, config.seed
-        ).to(device)
-        student_logits = student(images[batch_indices])
-        loss = soft_cross_entropy(soft_targets[batch_indices], student_logits, config.temperature)
-        state.optimizer_student.zero_grad(set_to_none=True)
+    def _student_step(self, step: int) -> None:
+        config = self.config
+        images, logits, soft_targets = self._surrogate_set()
+        batch = _student_batch(step, len(images), config.batch_size, config.seed).to(
+            self.context.device
+        )
+        student_logits = self.context.student(images[batch])
+        loss = soft_cross_entropy(soft_targets[batch], student_logits, config.temperature)
+        self.optimizer_student.zero_grad(set_to_none=True)
         loss.backward()
-        state.optimizer_student.step()
+        self.optimizer_student.step()
+        self.latest_tensors |= {
+            "loss_student": loss.detach(),
+            "teacher_logits": logits[batch],
+            "student_logits": student_logits.detach(),
+        }
 
-        if step % config.log_every == 0 or step == total:
-            metrics["loss_student"] = loss.item()
+    def metrics(self, step: int) -> dict[str, float]:
+        tensors = self.latest_tensors
+        metrics = dict(self.latest)
+        if "reconstruction_loss" in tensors:
+            metrics["reconstruction_loss"] = tensors["reconstruction_loss"].item()
+        if "loss_student" in tensors:
+            teacher_logits, student_logits = tensors["teacher_logits"], tensors["student_logits"]
+            metrics["loss_student"] = tensors["loss_student"].item()
             metrics["kl"] = kl_divergence(
-                teacher_logits[batch_indices], student_logits.detach(), config.temperature
+                teacher_logits, student_logits, self.config.temperature
             ).item()
-            metrics["pseudo_agreement"] = agreement(
-                teacher_logits[batch_indices], student_logits.detach()
-            )
-        after_step(step, images if hooks.sample_every else None)
-        if hooks.checkpoint_every and step % hooks.checkpoint_every == 0:
-            hooks.on_checkpoint(step, checkpoint_dict(step, config, task, state))
+            metrics["pseudo_agreement"] = agreement(teacher_logits, student_logits)
+        return metrics
 
-    return DistillationResult(
-        student=student,
-        steps=step,
-        metrics=metrics,
-        elapsed_seconds=time.perf_counter() - throughput.started,
-        warnings=warnings,
-    )
+    def samples(self, count: int) -> torch.Tensor | None:
+        if self.batch is not None:
+            return self.batch.inputs.detach()[:count].cpu()
+        return self.images[0][:count] if self.images else None
+
+    def state_dict(self) -> dict[str, Any]:
+        batch = self.batch
+        return {
+            "images": torch.cat(self.images) if self.images else torch.zeros(0),
+            "classes": torch.cat(self.classes)
+            if self.classes
+            else torch.zeros(0, dtype=torch.long),
+            "batches_done": len(self.images),
+            "batch_inputs": batch.inputs.detach() if batch is not None else torch.zeros(0),
+            "batch_optimizer": batch.optimizer.state_dict() if batch is not None else {},
+            "optimizer_student": self.optimizer_student.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        done = int(state["batches_done"])
+        if done:
+            per_batch, samples = self.config.reconstruction_batch, self.config.samples
+            sizes = [min(per_batch, samples - index * per_batch) for index in range(done)]
+            self.images = list(state["images"].cpu().split(sizes))
+            self.classes = list(state["classes"].cpu().split(sizes))
+        if state["batch_optimizer"]:
+            self.batch = self._begin_batch(done)
+            with torch.no_grad():
+                self.batch.inputs.copy_(state["batch_inputs"])
+            self.batch.optimizer.load_state_dict(state["batch_optimizer"])
+        self.optimizer_student.load_state_dict(state["optimizer_student"])

@@ -20,13 +20,20 @@ def job_body(teacher: str, **overrides: object) -> dict:
 
 
 def test_job_is_accepted_with_paper_defaults_filled_in(client: TestClient, teacher_id: str) -> None:
+    """A job names its length (the paper's 80 000 iterations here) and nothing else."""
     response = client.post(
-        "/v1/jobs", json={"teacher_id": teacher_id, "student": {"architecture": "lenet5_half"}}
+        "/v1/jobs",
+        json={
+            "teacher_id": teacher_id,
+            "student": {"architecture": "lenet5_half"},
+            "iterations": 80_000,
+        },
     )
     assert response.status_code == 202, response.text
     job = response.json()
-    assert job["status"] == "queued"
+    assert job["status"] == "queued" and job["method"] == "zskt"
     assert job["iterations"] == 80_000 and job["batch_size"] == 128
+    assert job["budget_seconds"] is None
     assert job["hyperparameters"] | {} == {
         "z_dim": 100,
         "generator_steps": 1,
@@ -207,11 +214,13 @@ def test_dfad_job_shows_the_values_derived_from_the_teacher(
             "teacher_id": teacher_id,
             "method": "dfad",
             "student": {"architecture": "lenet5_half"},
+            "budget_seconds": 600,
         },
     )
     assert response.status_code == 202, response.text
     job = response.json()
     assert job["method"] == "dfad" and job["batch_size"] == 256
+    assert job["iterations"] is None and job["progress"]["total"] is None
     hyper = job["hyperparameters"]
     assert hyper["lr_student"] == 0.01 and hyper["weight_decay"] == 1e-4  # MNIST-like teacher input
     assert hyper["z_dim"] == 100 and hyper["generator"] == "dafl"
@@ -233,6 +242,7 @@ def test_lopes_needs_a_teacher_with_metadata(client: TestClient, teacher_id: str
             "teacher_id": teacher_id,
             "method": "lopes",
             "student": {"architecture": "lenet5_half"},
+            "iterations": 100,
         },
     )
     assert response.status_code == 422

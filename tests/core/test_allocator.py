@@ -15,6 +15,7 @@ from core.allocator import keep_freed_memory
 LOOP = """
 import json, resource, sys
 from core.acceleration import Acceleration
+from core.loop import distill
 from core.methods import zskt
 from core.models import build, get_spec
 from core.training import DistillationTask
@@ -24,9 +25,9 @@ task = DistillationTask(
 )
 config = zskt.ZSKTConfig(iterations=3, batch_size=128, seed=0, device="cpu")
 keep = sys.argv[1] == "kept"
-zskt.distill(task, config, acceleration=Acceleration(keep_freed_memory=keep))  # warm-up
+distill(task, config, acceleration=Acceleration(keep_freed_memory=keep))  # warm-up
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-zskt.distill(task, config, acceleration=Acceleration(keep_freed_memory=keep))
+distill(task, config, acceleration=Acceleration(keep_freed_memory=keep))
 print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before))
 """
 

@@ -77,11 +77,14 @@ def test_zskt_student_update_equals_the_released_codes_with_its_clip() -> None:
 
 
 def test_zskt_clip_and_adam_epsilon_scale_with_the_class_count() -> None:
-    from core.methods.zskt import _build_state
+    from core.loop import _context
+    from core.methods.zskt import ZSKT
     from core.training import DistillationTask
 
     task = DistillationTask(build("lenet5"), build("lenet5_half"), (1, 32, 32), 10)
-    state = _build_state(ZSKTConfig().effective(10), task, torch.device("cpu"))
+    context = _context(task, ZSKTConfig().effective(10), None, print)
+    state = ZSKT(context)
+    context.close()
     for optimizer in (state.optimizer_student, state.optimizer_generator):
         assert optimizer.param_groups[0]["eps"] == 1e-7
     assert ZSKTConfig().effective(10).grad_clip == 50.0

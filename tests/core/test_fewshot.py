@@ -10,7 +10,8 @@ from torch import nn
 
 from core.datasets import LabelledImages
 from core.evaluation import accuracy
-from core.methods.fewshot import FewShotConfig, distill, take_per_class
+from core.fewshot import FewShotConfig, take_per_class
+from core.fewshot import fine_tune as distill
 from core.models import build, get_spec
 from core.training import DistillationTask, Progress, TrainingHooks
 
@@ -137,7 +138,7 @@ def test_resume_from_checkpoint_reproduces_an_uninterrupted_run(
     hooks.checkpoint_every = 3
     torch.manual_seed(0)
     straight = distill(lenet_task(mnist_teacher, build("lenet5_half")), config, train, hooks)
-    assert hooks.checkpoints[3]["method"] == "fewshot"
+    assert hooks.checkpoints[3]["method"] == "few_shot"
 
     resumed_hooks = Recorder()
     resumed = distill(

@@ -11,6 +11,7 @@ from torch import nn
 
 from core.datasets import LabelledImages, mnist_digits
 from core.evaluation import accuracy
+from core.loop import distill
 from core.metadata import RECORD_TYPES, MetadataError, reading_units, record_metadata
 from core.metadata.reconstruction import (
     balanced_classes,
@@ -18,8 +19,8 @@ from core.metadata.reconstruction import (
     reconstruction_loss,
     sample_targets,
 )
-from core.methods import METHODS
-from core.methods.lopes import LopesConfig, distill
+from core.method_registry import get_method
+from core.methods.lopes import LopesConfig
 from core.training import (
     CancelledError,
     DistillationTask,
@@ -86,7 +87,7 @@ class Recorder(TrainingHooks):
 
 
 def test_registered_under_its_name() -> None:
-    assert METHODS["lopes"].Config is LopesConfig
+    assert get_method("lopes").config is LopesConfig
     assert LopesConfig().reconstruction_steps == 1000  # the paper's
 
 
@@ -151,10 +152,12 @@ def test_resume_from_checkpoints_reproduces_an_uninterrupted_run() -> None:
     hooks = Recorder()
     hooks.checkpoint_every = 9
     straight = distill(tiny_task(), tiny_config(), hooks)
-    # 10: the end of the reconstruction batch that crossed step 9; 18: a student step
-    assert sorted(hooks.checkpoints) == [10, 18]
-    assert hooks.checkpoints[10]["images"].shape == (16, *SHAPE)
-    for step in (10, 18):
+    # 9: inside the second reconstruction batch (steps 6-10); 18: a student step
+    assert sorted(hooks.checkpoints) == [9, 18]
+    inside_a_batch = hooks.checkpoints[9]["state"]
+    assert inside_a_batch["batches_done"] == 1 and inside_a_batch["images"].shape == (8, *SHAPE)
+    assert inside_a_batch["batch_inputs"].shape == (8, *SHAPE)  # the batch under way, kept
+    for step in (9, 18):
         resumed_hooks = Recorder()
         resumed = distill(
             tiny_task(), tiny_config(), resumed_hooks, resume_from=hooks.checkpoints[step]

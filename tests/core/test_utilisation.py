@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from core.acceleration import Acceleration
+from core.loop import distill
 from core.methods import zskt
 from core.models import build, get_spec
 from core.training import DistillationTask, Progress, TrainingHooks
@@ -82,7 +83,7 @@ def lenet_task() -> DistillationTask:
 
 def test_zskt_reports_flops_and_memory_in_its_progress() -> None:
     hooks = Recorder()
-    zskt.distill(lenet_task(), zskt.ZSKTConfig(iterations=4, batch_size=16, log_every=2), hooks)
+    distill(lenet_task(), zskt.ZSKTConfig(iterations=4, batch_size=16, log_every=2), hooks)
     last = hooks.progress[-1]
     assert last.flops_per_second is not None and last.flops_per_second > 0
     assert last.rss_bytes is not None and last.rss_bytes > 0
@@ -95,8 +96,8 @@ def test_zskt_reports_flops_and_memory_in_its_progress() -> None:
 )
 def test_levers_leave_the_math_alone(lever: Acceleration) -> None:
     config = zskt.ZSKTConfig(iterations=3, batch_size=16, student_steps=3, log_every=100)
-    baseline = zskt.distill(lenet_task(), config).student.state_dict()
-    changed = zskt.distill(lenet_task(), config, acceleration=lever).student.state_dict()
+    baseline = distill(lenet_task(), config).student.state_dict()
+    changed = distill(lenet_task(), config, acceleration=lever).student.state_dict()
     for name, tensor in baseline.items():
         torch.testing.assert_close(changed[name], tensor, rtol=1e-3, atol=1e-4, msg=name)
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from core.datasets import LabelledImages
 from core.evaluation import accuracy
-from core.methods.zskt import ZSKTConfig, default_beta, distill
+from core.loop import distill
+from core.methods.zskt import ZSKTConfig, default_beta
 from core.models import build, get_spec
 from core.training import (
     CancelledError,

@@ -21,6 +21,7 @@ from core.acceleration import Acceleration
 from core.datasets import LabelledImages
 from core.evaluation import predict
 from core.export import check_onnx, onnx_bytes, torchscript_bytes
+from core.loop import distill
 from core.losses import attention_loss
 from core.methods import dfad, zskt
 from core.models import build, get_spec
@@ -215,7 +216,7 @@ def test_student_trained_on_the_gpu_exports_to_onnx_torchscript_and_safetensors(
     mnist_teacher: nn.Module, digits: tuple[LabelledImages, LabelledImages]
 ) -> None:
     task = lenet_task(mnist_teacher)
-    student = zskt.distill(task, config("zskt", GPU, 20)).student
+    student = distill(task, config("zskt", GPU, 20)).student
     # the CUDA defaults leave its convolution weights channels_last on the GPU
     assert any(
         p.dim() == 4 and p.shape[1] > 1 and not p.is_contiguous() for p in student.parameters()

@@ -1,0 +1,185 @@
+"""What POST /v1/jobs checks before it queues a job: the teacher, the student, the datasets, the
+method's requirements (from the registry) and the deployment's limits."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from api.deps import owned
+from api.errors import ApiError
+from api.job_specs import JobSpec
+from api.model_limits import refuse_oversized_model
+from core.hyperparameters import JOB_FIELDS, MethodConfig
+from core.method_registry import MethodSpec, TeacherFacts, get_method
+from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
+from service.models import Dataset, Teacher
+from service.settings import Settings
+from service.time_limits import effective_time_limit
+
+
+def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[str, Any]:
+    try:
+        spec = get_spec(body.student.architecture)
+    except UnknownArchitectureError as error:
+        raise ApiError(422, "invalid_architecture", f"student.architecture: {error}") from None
+    # Shape arguments the student omits come from the teacher.
+    inherited = {
+        "num_classes": teacher.num_classes,
+        "in_channels": teacher.input_shape[0],
+        "image_size": teacher.input_shape[1],
+    }
+    try:
+        kwargs = spec.resolve_kwargs(**{**inherited, **body.student.kwargs})
+        refuse_oversized_model(spec.name, kwargs, max_parameters, "DFKD_MAX_STUDENT_PARAMETERS")
+    except ArchitectureArgumentError as error:
+        raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
+    if list(spec.input_shape(**kwargs)) != list(teacher.input_shape):
+        raise ApiError(
+            422,
+            "shape_mismatch",
+            f"the student takes inputs of shape {list(spec.input_shape(**kwargs))} but the teacher takes "
+            f"{list(teacher.input_shape)}; drop in_channels/image_size from student.kwargs to inherit the teacher's",
+        )
+    if spec.num_classes(**kwargs) != teacher.num_classes:
+        raise ApiError(
+            422,
+            "shape_mismatch",
+            f"the student has {spec.num_classes(**kwargs)} classes but the teacher has {teacher.num_classes}",
+        )
+    return kwargs
+
+
+def _refuse_oversized_data(config: MethodConfig, teacher: Teacher, limit: int) -> None:
+    """Methods that keep synthesised inputs in memory say how many bytes at most (a config's
+    `data_bytes`); above the deployment's limit the job is refused before it runs."""
+    field = getattr(config, "DATA_SIZE_FIELD", None)
+    if field is None:
+        return
+    shape = tuple(teacher.input_shape)
+    needed = config.data_bytes(teacher.num_classes, shape)
+    if needed > limit:
+        size = getattr(config, field)
+        raise ApiError(
+            422,
+            "validation_error",
+            f"hyperparameters.{field}: {size} synthesised inputs of shape {list(shape)} "
+            f"take {needed} bytes, more than the {limit} allowed (DFKD_MAX_LOPES_SAMPLE_BYTES); "
+            f"at most {limit * size // needed} fit",
+        )
+
+
+def planned_device(settings: Settings) -> str | None:
+    """The device jobs will run on, when this process can know it."""
+    if settings.device != "auto":
+        return settings.device
+    if settings.uses_embedded_runner:  # the runner lives in this process
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return None
+
+
+def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher: Teacher) -> None:
+    if dataset_id is None:
+        return
+    dataset = owned(session, Dataset, dataset_id, teacher.tenant_id)
+    if dataset is None:
+        raise ApiError(
+            422,
+            "dataset_not_found",
+            f"{field}: no dataset {dataset_id!r}; upload one with POST /v1/datasets",
+        )
+    if list(dataset.image_shape) != list(teacher.input_shape):
+        raise ApiError(
+            422,
+            "dataset_mismatch",
+            f"{field}: the dataset's images are {dataset.image_shape} but the teacher takes {teacher.input_shape}",
+        )
+    largest = max(int(label) for label in dataset.class_counts)
+    if largest >= teacher.num_classes:
+        raise ApiError(
+            422,
+            "dataset_mismatch",
+            f"{field}: the dataset has label {largest} but the teacher has {teacher.num_classes} classes",
+        )
+
+
+def teacher_facts(teacher: Teacher) -> TeacherFacts:
+    return TeacherFacts(
+        num_classes=teacher.num_classes,
+        input_shape=tuple(teacher.input_shape),
+        has_activation_record=teacher.metadata_key is not None,
+    )
+
+
+def _check_budget(budget: float | None, time_limit: float | None, settings: Settings) -> None:
+    if budget is None:
+        return
+    limit = effective_time_limit(time_limit, settings)
+    if budget > limit:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"budget_seconds: {budget:g} is above the {limit:g}s an attempt may run here "
+            "(the job's time_limit_seconds, capped by DFKD_JOB_SOFT_TIME_LIMIT_SECONDS); "
+            "give a smaller budget or ask the operator for a longer limit",
+        )
+
+
+def checked_job(
+    body: JobSpec, session: Session, tenant: str, settings: Settings
+) -> tuple[Teacher, dict[str, Any], dict[str, Any]]:
+    """The job's teacher, its student's kwargs and the method's effective hyperparameters, once
+    everything the job names fits the teacher, the method and the deployment's limits."""
+    teacher = owned(session, Teacher, body.teacher_id, tenant)
+    if teacher is None:
+        raise ApiError(
+            422,
+            "teacher_not_found",
+            f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
+        )
+    student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
+    for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
+        _check_dataset(session, field, getattr(body, field), teacher)
+    spec = get_method(body.method)  # the body's union admits registered methods only
+    unmet = spec.unmet_requirement(teacher_facts(teacher))
+    if unmet is not None:
+        raise ApiError(422, *unmet)
+    _check_budget(body.budget_seconds, body.time_limit_seconds, settings)
+    config = _method_config(spec, body, settings)
+    _refuse_oversized_data(config, teacher, settings.max_lopes_sample_bytes)
+    return teacher, student_kwargs, _shown(spec, config, teacher, body, settings)
+
+
+def _method_config(spec: MethodSpec, body: JobSpec, settings: Settings) -> MethodConfig:
+    return spec.config(
+        **body.hyperparameters.model_dump(),
+        iterations=body.iterations,
+        batch_size=body.batch_size,
+        budget_seconds=body.budget_seconds,
+        seed=body.seed,
+        device=planned_device(settings) or "cpu",
+    )
+
+
+def _shown(
+    spec: MethodSpec, config: MethodConfig, teacher: Teacher, body: JobSpec, settings: Settings
+) -> dict[str, Any]:
+    """The method's config with every derived default filled in, as the job shows it."""
+    try:
+        effective = asdict(config.effective(teacher.num_classes, tuple(teacher.input_shape)))
+    except ValueError as error:
+        raise ApiError(422, "validation_error", f"hyperparameters: {error}") from None
+    if planned_device(settings) is None:  # the worker's device decides these when it starts
+        requested = body.hyperparameters.model_dump()
+        effective |= {
+            info.name: None
+            for info in spec.hyperparameters()
+            if info.device_defaults is not None and requested.get(info.name) is None
+        }
+    for key in JOB_FIELDS:
+        effective.pop(key)
+    return effective
