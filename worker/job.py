@@ -31,6 +31,12 @@ from core.weights import (
     state_dict_bytes,
 )
 from service import logs as log_context
+from service.blob_keys import (
+    checkpoint_key,
+    student_export_key,
+    student_key,
+    transition_curves_key,
+)
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.db_retry import in_transaction
@@ -39,14 +45,10 @@ from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
-from worker.hooks import JobHooks, PhaseHooks, SoftTimeLimitError, checkpoint_key
+from worker.hooks import JobHooks, PhaseHooks, SoftTimeLimitError
 from worker.lease import LeaseKeeper, LeaseLostError
 
 log = logging.getLogger(__name__)
-
-
-def student_key(job_id: str) -> str:
-    return f"jobs/{job_id}/student.safetensors"
 
 
 class JobFailure(Exception):
@@ -186,9 +188,12 @@ def _export_student(
     """ONNX (checked against torch in onnxruntime) and TorchScript beside the safetensors weights.
     A model that will not export keeps its safetensors file; the job says why in its events."""
     exports = {
-        "student_onnx": (f"jobs/{job.id}/student.onnx", lambda: onnx_bytes(student, input_shape)),
+        "student_onnx": (
+            student_export_key(job.id, "onnx"),
+            lambda: onnx_bytes(student, input_shape),
+        ),
         "student_torchscript": (
-            f"jobs/{job.id}/student.torchscript.pt",
+            student_export_key(job.id, "torchscript"),
             lambda: torchscript_bytes(student, input_shape),
         ),
     }
@@ -260,7 +265,7 @@ def _write_report(
     )
     with session_scope(context.sessions) as session:
         if report.transition_plot is not None:
-            key = f"jobs/{job.id}/transition-curves.png"
+            key = transition_curves_key(job.id)
             context.blobs.put_bytes(key, report.transition_plot)
             session.add(
                 JobArtifact(

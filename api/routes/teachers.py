@@ -41,6 +41,7 @@ from core.weights import (
     parameter_count,
     read_state_dict,
 )
+from service.blob_keys import teacher_metadata_key, teacher_weights_key
 from service.idempotency import commit_once, request_fingerprint
 from service.models import Teacher, new_id
 
@@ -257,9 +258,7 @@ def upload_teacher(
             size_bytes=upload.size,
             parameter_count=parameter_count(model) if model is not None else 0,
         )
-        teacher.blob_key = (
-            f"teachers/{teacher.id}/weights.{'safetensors' if model is not None else 'program'}"
-        )
+        teacher.blob_key = teacher_weights_key(teacher.id, program=model is None)
         if metadata is not None and metadata.filename:
             if model is None:
                 raise ApiError(
@@ -332,7 +331,7 @@ def _attach_metadata(
                 "invalid_metadata",
                 f"the record has {record.num_classes} classes but the teacher has {teacher.num_classes}",
             )
-        teacher.metadata_key = f"teachers/{teacher.id}/metadata.safetensors"
+        teacher.metadata_key = teacher_metadata_key(teacher.id)
         teacher.metadata_info = {
             "record": record.record,
             "stats": record.stats,
