@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import time
 from dataclasses import asdict, fields, replace
 from typing import Any
 
@@ -40,7 +39,13 @@ from service.blob_keys import (
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.db_retry import in_transaction
-from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
+from service.job_state import (
+    add_event,
+    claim_job,
+    drop_metrics_after,
+    fail_out_of_attempts,
+    finish_job,
+)
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
@@ -293,7 +298,6 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
     def claim(session: Session) -> tuple[Job, Teacher] | None:
         if not claim_job(session, job_id, settings.job_lease_seconds, settings.max_attempts):
-            _fail_if_out_of_attempts(session, job_id, settings.max_attempts)
             return None
         job = session.get(Job, job_id)
         teacher = session.get(Teacher, job.teacher_id)
@@ -302,6 +306,13 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
     claimed = in_transaction(context.sessions, claim)
     if claimed is None:
+        if in_transaction(
+            context.sessions,
+            lambda session: fail_out_of_attempts(session, job_id, settings.max_attempts),
+        ):
+            log.warning("job %s: its last attempt lapsed; failed with too_many_attempts", job_id)
+            deliver_job_webhook(context.sessions, job_id)
+            return
         log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
         return
     job, teacher = claimed
@@ -355,14 +366,3 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
 def _failure(code: str, message: str) -> tuple[JobStatus, dict[str, Any], str]:
     return JobStatus.failed, {"error_code": code, "error_message": message}, f"failed: {message}"
-
-
-def _fail_if_out_of_attempts(session: Any, job_id: str, max_attempts: int) -> None:
-    job = session.get(Job, job_id)
-    if job is not None and job.status == JobStatus.running and job.attempts >= max_attempts:
-        lease = job.lease_expires_at
-        if lease is not None and lease.timestamp() < time.time():
-            job.status = JobStatus.failed
-            job.error_code = "too_many_attempts"
-            job.error_message = f"the job's worker died {job.attempts} times; giving up"
-            add_event(session, job_id, "error", job.error_message)
