@@ -52,7 +52,7 @@ from service.models import (
     Teacher,
     new_id,
 )
-from service.queue import QueueUnavailableError
+from service.queue import JobQueue, QueueUnavailableError
 from service.settings import Settings
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
@@ -297,6 +297,13 @@ def create_job(
     if winner != job.id:  # a concurrent retry with the same key got there first
         response.headers["Idempotent-Replayed"] = "true"
         return to_public(owned(session, Job, winner, tenant), request)
+    _enqueue(queue, session, job)
+    return to_public(job, request)
+
+
+def _enqueue(queue: JobQueue, session: Session, job: Job) -> None:
+    """Hand the stored job to the workers; 503 (the job failed, nothing runs) when the broker is
+    down."""
     try:
         queue.enqueue(job.id)
     except QueueUnavailableError as error:
@@ -306,7 +313,6 @@ def create_job(
         if failed:
             raise ApiError(503, "broker_unavailable", message) from None
         session.refresh(job)  # it left the queue another way meanwhile (taken or cancelled)
-    return to_public(job, request)
 
 
 @router.get("", summary="Jobs, newest first")
