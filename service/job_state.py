@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import case, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.messages import bounded
@@ -84,15 +85,55 @@ def finish_job(
     return result.rowcount == 1
 
 
-def request_cancel(session: Session, job: Job) -> None:
-    """A queued job is cancelled at once; a running one gets the flag its loop polls."""
-    if job.status == JobStatus.queued:
-        job.status = JobStatus.cancelled
-        job.finished_at = utcnow()
-        add_event(session, job.id, "state", "cancelled before it started")
-    elif job.status == JobStatus.running:
-        job.cancel_requested = True
-        add_event(session, job.id, "info", "cancel requested; the job stops at its next check")
+class CancelOutcome(enum.StrEnum):
+    cancelled = "cancelled"  # it was queued: it ends now, no worker will run it
+    requested = "requested"  # it is running: its loop stops at its next check
+    already_ended = "already_ended"  # it ended (or never existed) before the UPDATE
+
+
+def request_cancel(session: Session, job_id: str) -> CancelOutcome:
+    """A queued job is cancelled at once; a running one gets the flag its loop polls.
+
+    One conditional UPDATE decides on the row as it is when the UPDATE runs, so a job that
+    started or ended since the caller read it gets the answer its state at that moment calls for.
+    """
+    queued = Job.status == JobStatus.queued
+    new_status = session.scalar(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_((JobStatus.queued, JobStatus.running)))
+        .values(
+            status=case((queued, literal(JobStatus.cancelled)), else_=Job.status),
+            finished_at=case((queued, utcnow()), else_=Job.finished_at),
+            cancel_requested=Job.cancel_requested | (Job.status == JobStatus.running),
+        )
+        .returning(Job.status)
+        .execution_options(synchronize_session=False)
+    )
+    if new_status is None:
+        return CancelOutcome.already_ended
+    if new_status == JobStatus.cancelled:
+        add_event(session, job_id, "state", "cancelled before it started")
+        return CancelOutcome.cancelled
+    add_event(session, job_id, "info", "cancel requested; the job stops at its next check")
+    return CancelOutcome.requested
+
+
+def fail_unqueued(session: Session, job_id: str, code: str, message: str) -> bool:
+    """queued -> failed for a job whose message never reached the broker; False when the job
+    left the queue meanwhile (a worker or a cancel got to it), which then stands."""
+    message = bounded(message)
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued)
+        .values(
+            status=JobStatus.failed, finished_at=utcnow(), error_code=code, error_message=message
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if moved.rowcount != 1:
+        return False
+    add_event(session, job_id, "error", message)
+    return True
 
 
 def cancel_requested(session: Session, job_id: str) -> bool:
@@ -210,3 +251,20 @@ def reap_lapsed(
         return None
     add_event(session, job_id, "error" if code else "state", message)
     return status
+
+
+def fail_out_of_attempts(session: Session, job_id: str, max_attempts: int) -> bool:
+    """A delivery that finds its job's last attempt lapsed ends the job as the reaper would (its
+    message, its UPDATE), without waiting for the reaper's next pass. False when there is
+    nothing to end: the job is not running, its lease holds, or it has attempts left."""
+    attempts = session.scalar(
+        select(Job.attempts).where(
+            Job.id == job_id,
+            Job.status == JobStatus.running,
+            Job.lease_expires_at < utcnow(),
+            Job.attempts >= max_attempts,
+        )
+    )
+    if attempts is None:
+        return False
+    return reap_lapsed(session, job_id, attempts, max_attempts) == JobStatus.failed

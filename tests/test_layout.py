@@ -1,4 +1,5 @@
-"""The layout is the architecture: core/ knows no service, api/ never imports worker/."""
+"""The layout is the architecture: core/ knows no service, api/ never imports worker/, and a
+route is short enough to read as its contract (the work lives in the modules it calls)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def test_a_method_module_holds_one_registered_method() -> None:
     }
     registered = {spec.run.__module__.rsplit(".", 1)[1] for spec in list_methods()}
     assert modules == registered
+
+
+ROUTE_MAX_LINES = 60
+
+
+def test_every_route_module_function_is_short() -> None:
+    long = {}
+    for path in sorted((REPO / "api" / "routes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1  # from `def`, decorators excluded
+                if lines > ROUTE_MAX_LINES:
+                    long[f"{path.relative_to(REPO)}:{node.name}"] = lines
+    assert long == {}

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from core.images import sample_grid
 from core.training import Progress, TrainingHooks
 from core.utilisation import peak_flops
+from service.blob_keys import checkpoint_key, samples_key
 from service.db_retry import in_transaction
 from service.job_state import add_event, cancel_requested, renew_lease
 from service.models import JobArtifact, MetricPoint
@@ -26,14 +27,6 @@ class SoftTimeLimitError(RuntimeError):
         super().__init__(f"soft time limit of {limit_seconds:.0f}s reached; stopped at step {step}")
         self.step = step
         self.limit_seconds = limit_seconds
-
-
-def checkpoint_key(job_id: str) -> str:
-    return f"jobs/{job_id}/checkpoint.pt"
-
-
-def samples_key(job_id: str, step: int) -> str:
-    return f"jobs/{job_id}/samples/{step:09d}.png"
 
 
 class JobHooks(TrainingHooks):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -34,22 +33,30 @@ from core.weights import (
     state_dict_bytes,
 )
 from service import logs as log_context
+from service.blob_keys import (
+    checkpoint_key,
+    student_export_key,
+    student_key,
+    transition_curves_key,
+)
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.db_retry import in_transaction
-from service.job_state import add_event, claim_job, drop_metrics_after, finish_job
+from service.job_state import (
+    add_event,
+    claim_job,
+    drop_metrics_after,
+    fail_out_of_attempts,
+    finish_job,
+)
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
-from worker.hooks import JobHooks, SoftTimeLimitError, checkpoint_key
+from worker.hooks import JobHooks, SoftTimeLimitError
 from worker.lease import LeaseKeeper, LeaseLostError
 
 log = logging.getLogger(__name__)
-
-
-def student_key(job_id: str) -> str:
-    return f"jobs/{job_id}/student.safetensors"
 
 
 class JobFailure(Exception):
@@ -213,9 +220,12 @@ def _export_student(
     """ONNX (checked against torch in onnxruntime) and TorchScript beside the safetensors weights.
     A model that will not export keeps its safetensors file; the job says why in its events."""
     exports = {
-        "student_onnx": (f"jobs/{job.id}/student.onnx", lambda: onnx_bytes(student, input_shape)),
+        "student_onnx": (
+            student_export_key(job.id, "onnx"),
+            lambda: onnx_bytes(student, input_shape),
+        ),
         "student_torchscript": (
-            f"jobs/{job.id}/student.torchscript.pt",
+            student_export_key(job.id, "torchscript"),
             lambda: torchscript_bytes(student, input_shape),
         ),
     }
@@ -292,7 +302,7 @@ def _write_report(
     )
     with session_scope(context.sessions) as session:
         if report.transition_plot is not None:
-            key = f"jobs/{job.id}/transition-curves.png"
+            key = transition_curves_key(job.id)
             context.blobs.put_bytes(key, report.transition_plot)
             session.add(
                 JobArtifact(
@@ -320,7 +330,6 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
     def claim(session: Session) -> tuple[Job, Teacher] | None:
         if not claim_job(session, job_id, settings.job_lease_seconds, settings.max_attempts):
-            _fail_if_out_of_attempts(session, job_id, settings.max_attempts)
             return None
         job = session.get(Job, job_id)
         teacher = session.get(Teacher, job.teacher_id)
@@ -329,6 +338,13 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
     claimed = in_transaction(context.sessions, claim)
     if claimed is None:
+        if in_transaction(
+            context.sessions,
+            lambda session: fail_out_of_attempts(session, job_id, settings.max_attempts),
+        ):
+            log.warning("job %s: its last attempt lapsed; failed with too_many_attempts", job_id)
+            deliver_job_webhook(context.sessions, job_id)
+            return
         log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
         return
     job, teacher = claimed
@@ -386,14 +402,3 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
 
 def _failure(code: str, message: str) -> tuple[JobStatus, dict[str, Any], str]:
     return JobStatus.failed, {"error_code": code, "error_message": message}, f"failed: {message}"
-
-
-def _fail_if_out_of_attempts(session: Any, job_id: str, max_attempts: int) -> None:
-    job = session.get(Job, job_id)
-    if job is not None and job.status == JobStatus.running and job.attempts >= max_attempts:
-        lease = job.lease_expires_at
-        if lease is not None and lease.timestamp() < time.time():
-            job.status = JobStatus.failed
-            job.error_code = "too_many_attempts"
-            job.error_message = f"the job's worker died {job.attempts} times; giving up"
-            add_event(session, job_id, "error", job.error_message)

@@ -11,6 +11,7 @@ from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.datasets import DatasetFormatError, read_labelled
+from service.blob_keys import dataset_key
 from service.models import Dataset, new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -75,7 +76,7 @@ def upload_dataset(
             pixel_dtype=str(data.images.dtype),
             class_counts={str(k): v for k, v in data.class_counts().items()},
         )
-        dataset.blob_key = f"datasets/{dataset.id}/data.{dataset.format}"
+        dataset.blob_key = dataset_key(dataset.id, dataset.format)
         store_upload(blobs, dataset.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)

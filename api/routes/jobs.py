@@ -38,9 +38,8 @@ from api.schemas import (
 )
 from service.blobstore import BlobNotFoundError
 from service.idempotency import commit_once, request_fingerprint
-from service.job_state import add_event, request_cancel
+from service.job_state import CancelOutcome, add_event, fail_unqueued, request_cancel
 from service.models import (
-    FINAL_STATUSES,
     STEP_MAX,
     Job,
     JobArtifact,
@@ -48,7 +47,7 @@ from service.models import (
     MetricPoint,
     new_id,
 )
-from service.queue import QueueUnavailableError
+from service.queue import JobQueue, QueueUnavailableError
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
@@ -153,17 +152,22 @@ def create_job(
     if winner != job.id:  # a concurrent retry with the same key got there first
         response.headers["Idempotent-Replayed"] = "true"
         return to_public(owned(session, Job, winner, tenant), request)
+    _enqueue(queue, session, job)
+    return to_public(job, request)
+
+
+def _enqueue(queue: JobQueue, session: Session, job: Job) -> None:
+    """Hand the stored job to the workers; 503 (the job failed, nothing runs) when the broker is
+    down."""
     try:
         queue.enqueue(job.id)
     except QueueUnavailableError as error:
-        job.status = JobStatus.failed
-        job.error_code = "broker_unavailable"
-        job.error_message = (
-            f"{error}; the job was not started, submit it again once the broker is back"
-        )
+        message = f"{error}; the job was not started, submit it again once the broker is back"
+        failed = fail_unqueued(session, job.id, "broker_unavailable", message)
         session.commit()
-        raise ApiError(503, "broker_unavailable", job.error_message) from None
-    return to_public(job, request)
+        if failed:
+            raise ApiError(503, "broker_unavailable", message) from None
+        session.refresh(job)  # it left the queue another way meanwhile (taken or cancelled)
 
 
 def creation_router() -> APIRouter:
@@ -238,11 +242,12 @@ def cancel_job(
     background: BackgroundTasks,
 ) -> JobPublic:
     job = _job_or_404(session, job_id, tenant)
-    if job.status in FINAL_STATUSES:
-        raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
-    request_cancel(session, job)
+    outcome = request_cancel(session, job.id)
     session.commit()
-    if job.status == JobStatus.cancelled:  # it never started: no worker will send its webhook
+    session.refresh(job)
+    if outcome == CancelOutcome.already_ended:
+        raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
+    if outcome == CancelOutcome.cancelled:  # it never started: no worker will send its webhook
         background.add_task(deliver_job_webhook, request.app.state.sessions, job.id)
     return to_public(job, request)
 

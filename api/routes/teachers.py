@@ -1,50 +1,72 @@
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
-import torch
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import select
-from torch import nn
 
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
 from api.errors import ApiError
-from api.model_limits import refuse_oversized_model
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
-from api.uploads import (
-    PICKLE_HINT,
-    refuse_declared_oversize,
-    refuse_unsafe_formats,
-    spool_upload,
-    spooled_blob,
-    store_upload,
+from api.teacher_upload import (
+    attach_metadata,
+    attach_uploaded_metadata,
+    check_teacher_file,
+    declared_teacher,
+    meta_model,
+    new_teacher,
+    normalisation,
+    stored_weights_fingerprint,
+    upload_fingerprint,
 )
-from core.metadata import MetadataError, check_teacher, load_metadata, weights_file_fingerprint
-from core.models import (
-    ArchitectureArgumentError,
-    UnknownArchitectureError,
-    build,
-    forward_peak_bytes,
-    get_spec,
-)
-from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
-from core.weights import (
-    FORWARD_CHECK_BATCH,
-    WeightsError,
-    check_forward,
-    check_weights_file,
-    load_weights,
-    parameter_count,
-    read_state_dict,
-)
-from service.idempotency import commit_once, request_fingerprint
-from service.models import Teacher, new_id
+from api.uploads import refuse_declared_oversize, spool_upload, store_upload
+from service.idempotency import commit_once
+from service.models import Teacher
 
 router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
+
+# The upload's form fields, declared once so that the route's signature reads as its contract.
+WeightsFile = Annotated[
+    UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
+]
+ArchitectureField = Annotated[
+    str | None,
+    Form(
+        description="a name from GET /v1/architectures (safetensors teachers)",
+        examples=["lenet5"],
+    ),
+]
+ArchitectureKwargsField = Annotated[
+    str, Form(description='JSON object of constructor arguments, e.g. {"num_classes": 10}')
+]
+NameField = Annotated[str | None, Form(max_length=200, description="defaults to the file name")]
+FormatField = Annotated[
+    str,
+    Form(
+        description="safetensors (weights of a registry architecture; the default and the safe choice), "
+        "or, where the operator allows program teachers, torchscript or torch_export (.pt2): these run "
+        "the uploader's code and are loaded only in workers"
+    ),
+]
+InputShapeField = Annotated[
+    str | None, Form(description="program teachers: [C, H, W] as JSON, e.g. [1, 32, 32]")
+]
+NumClassesField = Annotated[
+    int | None, Form(ge=2, le=100_000, description="program teachers: classes")
+]
+InputMeanField = Annotated[
+    str | None, Form(description="per-channel mean the teacher was trained with, e.g. [0.1307]")
+]
+InputStdField = Annotated[
+    str | None, Form(description="per-channel std the teacher was trained with, e.g. [0.3081]")
+]
+MetadataFile = Annotated[
+    UploadFile | None,
+    File(
+        description="optional activation record for the metadata methods (`dfkd record-metadata`)"
+    ),
+]
 
 
 def to_public(teacher: Teacher) -> TeacherPublic:
@@ -66,47 +88,6 @@ def to_public(teacher: Teacher) -> TeacherPublic:
     )
 
 
-def _json_object(raw: str, field: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw or "{}")
-    except json.JSONDecodeError as error:
-        raise ApiError(
-            422, "invalid_form_field", f"{field} must be a JSON object: {error}"
-        ) from None
-    if not isinstance(value, dict):
-        raise ApiError(
-            422, "invalid_form_field", f"{field} must be a JSON object, got {type(value).__name__}"
-        )
-    return value
-
-
-def _floats(raw: str | None, field: str, channels: int, positive: bool) -> list[float] | None:
-    """A JSON list or comma-separated numbers, one per input channel."""
-    if raw is None or raw.strip() == "":
-        return None
-    text = raw.strip()
-    try:
-        value = (
-            json.loads(text) if text.startswith("[") else [float(part) for part in text.split(",")]
-        )
-        numbers = [float(item) for item in value]
-    except (ValueError, TypeError):
-        raise ApiError(
-            422, "invalid_form_field", f"{field} must be numbers, e.g. [0.1307] or 0.1307"
-        ) from None
-    if len(numbers) != channels:
-        raise ApiError(
-            422,
-            "invalid_form_field",
-            f"{field} needs {channels} value(s), one per input channel; got {len(numbers)}",
-        )
-    if not all(math.isfinite(number) for number in numbers):
-        raise ApiError(422, "invalid_form_field", f"{field} values must be finite numbers")
-    if positive and any(number <= 0 for number in numbers):
-        raise ApiError(422, "invalid_form_field", f"{field} values must be positive")
-    return numbers
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
@@ -119,160 +100,35 @@ def upload_teacher(
     blobs: BlobsDep,
     settings: SettingsDep,
     response: Response,
-    file: Annotated[
-        UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
-    ],
-    architecture: Annotated[
-        str | None,
-        Form(
-            description="a name from GET /v1/architectures (safetensors teachers)",
-            examples=["lenet5"],
-        ),
-    ] = None,
-    architecture_kwargs: Annotated[
-        str, Form(description='JSON object of constructor arguments, e.g. {"num_classes": 10}')
-    ] = "{}",
-    name: Annotated[
-        str | None, Form(max_length=200, description="defaults to the file name")
-    ] = None,
-    format: Annotated[
-        str,
-        Form(
-            description="safetensors (weights of a registry architecture; the default and the safe choice), "
-            "or, where the operator allows program teachers, torchscript or torch_export (.pt2): these run "
-            "the uploader's code and are loaded only in workers"
-        ),
-    ] = "safetensors",
-    input_shape: Annotated[
-        str | None, Form(description="program teachers: [C, H, W] as JSON, e.g. [1, 32, 32]")
-    ] = None,
-    num_classes: Annotated[
-        int | None, Form(ge=2, le=100_000, description="program teachers: classes")
-    ] = None,
-    input_mean: Annotated[
-        str | None, Form(description="per-channel mean the teacher was trained with, e.g. [0.1307]")
-    ] = None,
-    input_std: Annotated[
-        str | None, Form(description="per-channel std the teacher was trained with, e.g. [0.3081]")
-    ] = None,
-    metadata: Annotated[
-        UploadFile | None,
-        File(
-            description="optional activation record for the lopes method (`dfkd record-metadata`)"
-        ),
-    ] = None,
+    file: WeightsFile,
+    architecture: ArchitectureField = None,
+    architecture_kwargs: ArchitectureKwargsField = "{}",
+    name: NameField = None,
+    format: FormatField = "safetensors",
+    input_shape: InputShapeField = None,
+    num_classes: NumClassesField = None,
+    input_mean: InputMeanField = None,
+    input_std: InputStdField = None,
+    metadata: MetadataFile = None,
     idempotency_key: IdempotencyKey = None,
 ) -> TeacherPublic:
     refuse_declared_oversize(request, settings.max_upload_bytes)
-    model: nn.Module | None = None
-    if format in PROGRAM_FORMATS:
-        if not settings.allow_program_teachers:
-            raise ApiError(
-                422,
-                "program_formats_disabled",
-                f"{format} teachers carry code and this deployment does not run uploaded code; "
-                "upload safetensors weights of a registry architecture (" + PICKLE_HINT + ")",
-            )
-        architecture, kwargs = format, {}
-        input_shape, num_classes = _program_shape(input_shape, num_classes)
-    elif format == "safetensors":
-        if not architecture:
-            raise ApiError(
-                422, "invalid_architecture", "architecture is required for safetensors weights"
-            )
-        try:
-            spec = get_spec(architecture)
-            kwargs = spec.resolve_kwargs(**_json_object(architecture_kwargs, "architecture_kwargs"))
-            refuse_oversized_model(
-                architecture, kwargs, settings.max_teacher_parameters, "DFKD_MAX_TEACHER_PARAMETERS"
-            )
-            with torch.device("meta"):  # shapes only: the weights' memory is never allocated here
-                model = build(architecture, **kwargs)
-        except (UnknownArchitectureError, ArchitectureArgumentError) as error:
-            raise ApiError(422, "invalid_architecture", str(error)) from None
-        input_shape = spec.input_shape(**kwargs)
-        num_classes = spec.num_classes(**kwargs)
-        # the forward check runs here, in the API: only when its activations are small
-        forward_check = (
-            forward_peak_bytes(model, input_shape, FORWARD_CHECK_BATCH)
-            <= settings.forward_check_max_activation_bytes
-        )
-    else:
-        raise ApiError(
-            422,
-            "unsupported_format",
-            f"format {format!r} is not one of safetensors, {', '.join(PROGRAM_FORMATS)}",
-        )
-    mean = _floats(input_mean, "input_mean", input_shape[0], positive=False)
-    std = _floats(input_std, "input_std", input_shape[0], positive=True)
-
+    declared = declared_teacher(
+        format, architecture, architecture_kwargs, input_shape, num_classes, settings
+    )
+    scaling = normalisation(input_mean, input_std, channels=declared.input_shape[0])
+    record = metadata if metadata is not None and metadata.filename else None
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
-        fingerprint = request_fingerprint(
-            {
-                "file_sha256": upload.sha256,
-                "architecture": architecture,
-                "architecture_kwargs": kwargs,
-                "name": name,
-                "format": format,
-                "input_mean": mean,
-                "input_std": std,
-                "metadata_size": metadata.size
-                if metadata is not None and metadata.filename
-                else None,
-            }
-        )
+        fingerprint = upload_fingerprint(declared, upload, name, scaling, record)
         replayed = replay(session, tenant, "teachers", idempotency_key, fingerprint, response)
         if replayed is not None:
             return to_public(owned(session, Teacher, replayed, tenant))
-        if model is None:  # a program: structure checked here, loaded (and run) only in a worker
-            try:
-                check_program_archive(upload.path, 4 * settings.max_upload_bytes)
-            except ProgramArchiveError as error:
-                raise ApiError(422, "invalid_program", str(error)) from None
-        else:
-            refuse_unsafe_formats(upload.head)
-            try:
-                check_weights_file(model, upload.path)
-                if forward_check and upload.size <= settings.forward_check_max_bytes:
-                    loaded = load_weights(
-                        build(architecture, **kwargs), read_state_dict(upload.path)
-                    )
-                    check_forward(loaded, input_shape, num_classes)
-                    del loaded
-            except WeightsError as error:
-                raise ApiError(422, "invalid_weights", str(error)) from None
-        teacher = Teacher(
-            id=new_id("tch"),
-            tenant_id=tenant,
-            name=name or file.filename or "teacher",
-            format=format,
-            architecture=architecture,
-            architecture_kwargs=kwargs,
-            input_shape=list(input_shape),
-            num_classes=num_classes,
-            input_mean=mean,
-            input_std=std,
-            sha256=upload.sha256,
-            size_bytes=upload.size,
-            parameter_count=parameter_count(model) if model is not None else 0,
-        )
-        teacher.blob_key = (
-            f"teachers/{teacher.id}/weights.{'safetensors' if model is not None else 'program'}"
-        )
-        if metadata is not None and metadata.filename:
-            if model is None:
-                raise ApiError(
-                    422, "invalid_metadata", "activation records need a registry architecture"
-                )
-            _attach_metadata(
-                teacher,
-                model,
-                lambda: weights_file_fingerprint(upload.path),
-                metadata,
-                blobs,
-                settings.max_upload_bytes,
-            )
+        check_teacher_file(declared, upload, settings)
+        teacher = new_teacher(declared, upload, tenant, name or file.filename or "teacher", scaling)
+        if record is not None:
+            limit = settings.max_upload_bytes
+            attach_uploaded_metadata(teacher, declared, upload, record, blobs, limit)
         store_upload(blobs, teacher.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
@@ -281,82 +137,9 @@ def upload_teacher(
     return to_public(owned(session, Teacher, winner, tenant))
 
 
-def _program_shape(
-    raw_shape: str | None, num_classes: int | None
-) -> tuple[tuple[int, int, int], int]:
-    try:
-        shape = json.loads(raw_shape or "null")
-        valid = (
-            isinstance(shape, list)
-            and len(shape) == 3
-            and all(isinstance(d, int) and 0 < d <= 4096 for d in shape)
-        )
-    except json.JSONDecodeError:
-        valid = False
-    if not valid or num_classes is None:
-        raise ApiError(
-            422,
-            "invalid_form_field",
-            "program teachers need input_shape as [C, H, W] (JSON) and num_classes",
-        )
-    return tuple(shape), num_classes
-
-
-def _attach_metadata(
-    teacher: Teacher,
-    model: nn.Module,
-    fingerprint: Callable[[], str],
-    file: UploadFile,
-    blobs: BlobsDep,
-    limit: int,
-) -> None:
-    """Validate an activation record against the teacher (`model` on the meta device; the
-    weights' `fingerprint`, asked for only once the record's layers fit) and store it beside the
-    weights."""
-    upload = spool_upload(file.file, limit)
-    try:
-        refuse_unsafe_formats(upload.head)
-        try:
-            record = load_metadata(upload.path)
-            warning = check_teacher(
-                record,
-                model,
-                tuple(teacher.input_shape),
-                fingerprint=fingerprint,
-            )
-        except MetadataError as error:
-            raise ApiError(422, "invalid_metadata", str(error)) from None
-        if record.num_classes != teacher.num_classes:
-            raise ApiError(
-                422,
-                "invalid_metadata",
-                f"the record has {record.num_classes} classes but the teacher has {teacher.num_classes}",
-            )
-        teacher.metadata_key = f"teachers/{teacher.id}/metadata.safetensors"
-        teacher.metadata_info = {
-            "record": record.record,
-            "stats": record.stats,
-            "rank": record.rank,
-            "temperature": record.temperature,
-            "layers": [layer.name for layer in record.layers],
-            "size_bytes": upload.size,
-            "sha256": upload.sha256,
-            "warning": warning,
-        }
-        store_upload(blobs, teacher.metadata_key, upload)
-    finally:
-        upload.path.unlink(missing_ok=True)
-
-
-def _stored_fingerprint(blobs: BlobsDep, key: str) -> str:
-    """The stored weights' fingerprint, copied to a temporary file and read in chunks."""
-    with spooled_blob(blobs, key) as weights:
-        return weights_file_fingerprint(weights)
-
-
 @router.put(
     "/{teacher_id}/metadata",
-    summary="Attach or replace the teacher's activation record (lopes)",
+    summary="Attach or replace the teacher's activation record (metadata methods)",
 )
 def put_metadata(
     teacher_id: str,
@@ -378,15 +161,10 @@ def put_metadata(
             f"activation records need a registry architecture; teacher {teacher_id!r} is a "
             f"{teacher.format} program",
         )
-    try:
-        with torch.device("meta"):  # the layers' shapes; the weights are never loaded here
-            model = build(teacher.architecture, **teacher.architecture_kwargs)
-    except ArchitectureArgumentError as error:  # stored before the registry's bounds tightened
-        raise ApiError(422, "invalid_architecture", str(error)) from None
-    _attach_metadata(
+    attach_metadata(
         teacher,
-        model,
-        lambda: _stored_fingerprint(blobs, teacher.blob_key),
+        meta_model(teacher),
+        lambda: stored_weights_fingerprint(blobs, teacher.blob_key),
         metadata,
         blobs,
         settings.max_upload_bytes,

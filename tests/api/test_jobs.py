@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from service.queue import QueueUnavailableError
+
 
 def job_body(teacher: str, **overrides: object) -> dict:
     return {
@@ -149,6 +151,29 @@ def test_cancel_of_a_queued_job_ends_it_and_a_second_cancel_is_409(
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
     again = client.post(f"/v1/jobs/{job['id']}/cancel")
     assert again.status_code == 409 and again.json()["error"]["code"] == "job_finished"
+
+
+class BrokerDown:
+    def enqueue(self, job_id: str) -> None:
+        raise QueueUnavailableError("the broker refused the connection")
+
+
+def test_a_job_the_broker_never_got_is_503_and_stays_failed(
+    client: TestClient, teacher_id: str
+) -> None:
+    client.app.state.queue = BrokerDown()
+    response = client.post("/v1/jobs", json=job_body(teacher_id))
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "broker_unavailable"
+    assert error["message"].startswith("the broker refused the connection; the job was not started")
+    [job] = client.get("/v1/jobs").json()["items"]
+    assert job["status"] == "failed" and job["error"] == error
+    assert job["finished_at"] is not None
+    cancel = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert (
+        cancel.status_code == 409 and "already ended as failed" in cancel.json()["error"]["message"]
+    )
 
 
 def _dataset(client: TestClient, images: np.ndarray, labels: np.ndarray) -> str:

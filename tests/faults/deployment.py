@@ -18,6 +18,7 @@ import httpx
 import psycopg
 import torch
 
+from service.blob_keys import checkpoint_key
 from service.blobstore import S3BlobStore
 from service.settings import Settings
 from tests.processes import (
@@ -255,7 +256,7 @@ class Deployment:
 
     def checkpoint(self, job_id: str) -> dict[str, Any] | None:
         store = self.s3.store()
-        key = f"jobs/{job_id}/checkpoint.pt"
+        key = checkpoint_key(job_id)
         if not store.exists(key):
             return None
         return torch.load(io.BytesIO(store.get_bytes(key)), weights_only=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from service.blob_keys import student_key
 from tests.faults.deployment import JOB, Deployment, elapsed
 
 # finite but generous: a loaded 2-core machine also trains the session's teacher first
@@ -36,5 +37,5 @@ def test_s3_stopped_mid_job_fails_it_clearly_and_serves_nothing_half_written(
     assert download.status_code == 409, download.text
     assert download.json()["error"]["code"] == "student_not_ready"
     store = deployment.s3.store()
-    assert not store.exists(f"jobs/{job_id}/student.safetensors")
+    assert not store.exists(student_key(job_id))
     assert deployment.checkpoint(job_id) is None  # the write that failed left no object behind

@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, inspect
 
 from core.datasets import LabelledImages
+from service.blob_keys import student_key
 from service.blobstore import S3BlobStore
 from service.settings import Settings
 from tests.flow import distil_over_http
@@ -71,5 +72,5 @@ def test_teacher_in_student_out_on_postgresql_celery_redis_and_s3(
     settings = Settings(
         **{key.removeprefix("DFKD_").lower(): value for key, value in s3_endpoint.items()}
     )
-    assert S3BlobStore(settings).exists(f"jobs/{final['id']}/student.safetensors")
+    assert S3BlobStore(settings).exists(student_key(final["id"]))
     assert not (tmp_path / "data" / "blobs").exists()
