@@ -55,7 +55,7 @@ def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[
 def _refuse_oversized_data(config: MethodConfig, teacher: Teacher, limit: int) -> None:
     """Methods that keep synthesised inputs in memory say how many bytes at most (a config's
     `data_bytes`); above the deployment's limit the job is refused before it runs."""
-    field = getattr(config, "DATA_SIZE_FIELD", None)
+    field = config.DATA_SIZE_FIELD
     if field is None:
         return
     shape = tuple(teacher.input_shape)
@@ -145,12 +145,12 @@ def checked_job(
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
     spec = get_method(body.method)  # the body's union admits registered methods only
+    config = _method_config(spec, body, settings)
+    _refuse_oversized_data(config, teacher, settings.max_lopes_sample_bytes)
     unmet = spec.unmet_requirement(teacher_facts(teacher))
     if unmet is not None:
         raise ApiError(422, *unmet)
     _check_budget(body.budget_seconds, body.time_limit_seconds, settings)
-    config = _method_config(spec, body, settings)
-    _refuse_oversized_data(config, teacher, settings.max_lopes_sample_bytes)
     return teacher, student_kwargs, _shown(spec, config, teacher, body, settings)
 
 

@@ -226,6 +226,8 @@ def job_model(spec: MethodSpec, default: bool) -> type[JobSpecBase]:
 
 
 def _example_schema(model: type[BaseModel], example: dict[str, Any]) -> None:
+    # (the iterations-or-budget rule stays out of the schema: an anyOf there splits every member
+    # into two types in generated clients)
     model.model_config["json_schema_extra"] = {"examples": [example]}
     model.model_rebuild(force=True)
 

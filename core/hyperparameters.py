@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 JOB_FIELDS = ("iterations", "batch_size", "seed", "device", "budget_seconds")
 
@@ -55,6 +55,14 @@ class MethodConfig:
     seed: int = hyperparameter(0, "seed for every random draw", ge=0)
     device: str = hyperparameter("cpu", "torch device: cpu, cuda, cuda:1, ...")
     log_every: int = hyperparameter(10, "iterations between metric points", ge=1, le=100_000)
+
+    # A method that keeps synthesised inputs in memory names the field that sizes them and says
+    # how many bytes they take at most (`data_bytes`): the service refuses a job above its limit.
+    DATA_SIZE_FIELD: ClassVar[str | None] = None
+
+    def data_bytes(self, num_classes: int, input_shape: tuple[int, ...]) -> int:
+        del num_classes, input_shape
+        return 0
 
     def on_device(self, name: str, field_name: str) -> Any:
         """The field's value, or the default for the device when it is unset."""

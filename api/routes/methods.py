@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 
 from api.errors import ApiError, ErrorResponse
 from api.job_specs import job_example
@@ -51,7 +49,7 @@ def list_all() -> MethodsPublic:
     summary="One method",
     responses={404: {"model": ErrorResponse, "description": "no such method"}},
 )
-def get_one(name: Annotated[str, Path(max_length=100)]) -> MethodPublic:
+def get_one(name: str) -> MethodPublic:
     try:
         return to_public(get_method(name))
     except UnknownMethodError as error:

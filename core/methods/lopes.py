@@ -44,7 +44,7 @@ class LopesConfig(MethodConfig):
     """Hyperparameters. Paper values where the paper gives them; the others say why they are so."""
 
     # the reconstructed set's size decides the memory this method holds (`data_bytes`)
-    DATA_SIZE_FIELD: ClassVar[str] = "samples"
+    DATA_SIZE_FIELD: ClassVar[str | None] = "samples"
 
     samples: int = hyperparameter(
         4096, "inputs to reconstruct, a balanced cycle over the classes", ge=1, le=10_000_000

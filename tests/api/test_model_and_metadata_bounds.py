@@ -154,6 +154,7 @@ def test_lopes_samples_are_bounded_by_the_reconstructed_set(tmp_path: Path) -> N
                     "teacher_id": teacher["id"],
                     "method": "lopes",
                     "student": {"architecture": "lenet5_half"},
+                    "iterations": 100,
                     "hyperparameters": {"samples": samples},
                 },
             )

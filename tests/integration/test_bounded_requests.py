@@ -124,6 +124,7 @@ def test_bounded_models_archives_and_headers_on_the_production_shape(
                 json={
                     "teacher_id": teacher_id,
                     "student": {"architecture": "wrn", "kwargs": {"widen_factor": 110}},
+                    "iterations": 100,
                 },
             ),
             "invalid_architecture",
@@ -155,6 +156,7 @@ def test_bounded_models_archives_and_headers_on_the_production_shape(
                     "teacher_id": teacher_id,
                     "method": "lopes",
                     "student": {"architecture": "hinton800"},
+                    "iterations": 100,
                     "hyperparameters": {"samples": 10_000_000},
                 },
             ),
