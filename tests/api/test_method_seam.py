@@ -25,6 +25,7 @@ from core.schedules import cosine, set_learning_rate
 from core.weights import load_weights, read_state_dict
 from service.queue import InProcessJobQueue
 from service.settings import Settings
+from tests.processes import upload_lenet_teacher
 from worker.context import make_context
 from worker.job import run_job
 
@@ -88,15 +89,8 @@ def seam_client(noise_kd: str, settings: Settings) -> Iterator[TestClient]:
         yield client
 
 
-def upload_teacher(client: TestClient, teacher_file: Path) -> str:
-    with teacher_file.open("rb") as handle:
-        response = client.post(
-            "/v1/teachers",
-            files={"file": ("lenet5.safetensors", handle, "application/octet-stream")},
-            data={"architecture": "lenet5", "input_mean": "[0.1307]", "input_std": "0.3081"},
-        )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
+def job_body(teacher_id: str, **fields: object) -> dict:
+    return {"teacher_id": teacher_id, "student": {"architecture": "lenet5_half"}, **fields}
 
 
 def downloaded_student(client: TestClient, job: dict) -> torch.nn.Module:
@@ -113,17 +107,10 @@ def test_a_method_registered_in_a_test_module_runs_over_http(
     assert listed["noise_kd"]["hyperparameters"][-1]["name"] == "noise_std"
     assert "NoiseKDJob" in seam_client.get("/openapi.json").json()["components"]["schemas"]
 
-    teacher_id = upload_teacher(seam_client, teacher_file)
+    teacher_id = upload_lenet_teacher(seam_client, teacher_file)
+    body = job_body(teacher_id, method="noise_kd", iterations=30, checkpoint_every=10)
     job = seam_client.post(
-        "/v1/jobs",
-        json={
-            "teacher_id": teacher_id,
-            "method": "noise_kd",
-            "student": {"architecture": "lenet5_half"},
-            "iterations": 30,
-            "hyperparameters": {"noise_std": 0.5, "log_every": 10},
-            "checkpoint_every": 10,
-        },
+        "/v1/jobs", json=body | {"hyperparameters": {"noise_std": 0.5, "log_every": 10}}
     )
     assert job.status_code == 202, job.text
     assert job.json()["hyperparameters"]["noise_std"] == 0.5
@@ -137,16 +124,7 @@ def test_a_method_registered_in_a_test_module_runs_over_http(
     student = downloaded_student(seam_client, final)
     assert student(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
 
-    wrong = seam_client.post(
-        "/v1/jobs",
-        json={
-            "teacher_id": teacher_id,
-            "method": "noise_kd",
-            "student": {"architecture": "lenet5_half"},
-            "iterations": 30,
-            "hyperparameters": {"generator_width": 32},
-        },
-    )
+    wrong = seam_client.post("/v1/jobs", json=body | {"hyperparameters": {"generator_width": 32}})
     assert wrong.status_code == 422 and "generator_width" in wrong.text
 
 
@@ -175,10 +153,6 @@ def test_the_methods_listing_is_the_job_schema(client: TestClient) -> None:
     assert one["hyperparameters"] == listing["items"][0]["hyperparameters"]
     width = next(h for h in one["hyperparameters"] if h["name"] == "generator_width")
     assert (width["default"], width["default_cpu"], width["default_gpu"]) == (None, 0.25, 1.0)
-
-
-def job_body(teacher_id: str, **fields: object) -> dict:
-    return {"teacher_id": teacher_id, "student": {"architecture": "lenet5_half"}, **fields}
 
 
 @pytest.mark.parametrize(

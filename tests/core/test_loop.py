@@ -2,45 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import time
 from typing import Any
 
 import pytest
-import torch
 
 from core.loop import CHECKPOINT_LAYOUT, BudgetTooSmallError, distill
 from core.methods.dfad import DFADConfig
 from core.methods.zskt import ZSKTConfig
-from core.models import build, get_spec
 from core.schedules import cosine, step_decay
-from core.training import DistillationTask, Progress, TrainingHooks
+from tests.core.test_dfad import Recorder as DFADRecorder
 from tests.core.test_lopes import tiny_config, tiny_task
+from tests.core.test_utilisation import lenet_task
 
 
-def lenet_task() -> DistillationTask:
-    torch.manual_seed(0)
-    return DistillationTask(
-        build("lenet5"),
-        build("lenet5_half"),
-        (1, 32, 32),
-        10,
-        get_spec("lenet5").taps,
-        get_spec("lenet5_half").taps,
-    )
-
-
-class Recorder(TrainingHooks):
+class Recorder(DFADRecorder):
     def __init__(self, checkpoint_every: int = 0) -> None:
+        super().__init__()
         self.checkpoint_every = checkpoint_every
-        self.logs: list[tuple[int, dict[str, float], Progress]] = []
-        self.checkpoints: dict[int, dict[str, Any]] = {}
-
-    def on_log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
-        self.logs.append((step, metrics, progress))
-
-    def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
-        self.checkpoints[step] = copy.deepcopy(state)
 
 
 def small_dfad(**values: Any) -> DFADConfig:
