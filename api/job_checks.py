@@ -12,6 +12,7 @@ from api.deps import owned
 from api.errors import ApiError
 from api.job_specs import JobSpec
 from api.model_limits import refuse_oversized_model
+from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
@@ -73,12 +74,8 @@ def _refuse_oversized_data(config: MethodConfig, teacher: Teacher, limit: int) -
 
 def planned_device(settings: Settings) -> str | None:
     """The device jobs will run on, when this process can know it."""
-    if settings.device != "auto":
-        return settings.device
-    if settings.uses_embedded_runner:  # the runner lives in this process
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    if settings.device != "auto" or settings.uses_embedded_runner:  # the runner is this process
+        return resolve_device(settings.device)
     return None
 
 
@@ -155,8 +152,8 @@ def checked_job(
 
 
 def _method_config(spec: MethodSpec, body: JobSpec, settings: Settings) -> MethodConfig:
-    return spec.config(
-        **body.hyperparameters.model_dump(),
+    return spec.build_config(
+        body.hyperparameters.model_dump(),
         iterations=body.iterations,
         batch_size=body.batch_size,
         budget_seconds=body.budget_seconds,

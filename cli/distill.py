@@ -134,23 +134,17 @@ def _load_pair(
 
 
 def _config(spec: Any, args: argparse.Namespace, device: str) -> Any:
-    from core.hyperparameters import unknown_names
-
     overrides: dict[str, Any] = dict(item.split("=", 1) for item in args.hp)
-    names = {info.name for info in spec.hyperparameters()}
-    unknown = unknown_names(spec.config, set(overrides)) or sorted(set(overrides) - names)
-    if unknown:
-        raise SystemExit(
-            f"unknown hyperparameter(s) {unknown} for {spec.name}; known: {sorted(names)}"
-        )
-    values = {k: _parse_value(v) for k, v in overrides.items()}
-    if args.budget_seconds is not None:
-        values["budget_seconds"] = args.budget_seconds
-        values["iterations"] = None  # unless given: the budget alone ends the run
+    run: dict[str, Any] = {"seed": args.seed, "device": device}
+    if args.budget_seconds is not None:  # unless --iterations too, the budget alone ends the run
+        run |= {"budget_seconds": args.budget_seconds, "iterations": None}
     for name, value in (("iterations", args.iterations), ("batch_size", args.batch_size)):
         if value is not None:
-            values[name] = value
-    return spec.config(**values, seed=args.seed, device=device)
+            run[name] = value
+    try:
+        return spec.build_config({k: _parse_value(v) for k, v in overrides.items()}, **run)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def _progress_hooks(bar: Any, out: Any, method: str) -> Any:
@@ -219,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core.acceleration import Acceleration
+    from core.devices import resolve_device
     from core.loop import distill
     from core.method_registry import UnknownMethodError, default_method, get_method
     from core.weights import state_dict_bytes
@@ -228,9 +223,7 @@ def run(args: argparse.Namespace) -> int:
     except UnknownMethodError as error:
         raise SystemExit(str(error)) from None
     task = _task(args, spec)
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = resolve_device(args.device)
     config = _config(spec, args, device)
     effective = config.effective(task.num_classes, task.input_shape)
     print(json.dumps({"method": spec.name, **asdict(effective)}))

@@ -159,8 +159,3 @@ def type_name(annotation: Any) -> str:
     names = {int: "integer", float: "number", bool: "boolean", str: "string", tuple: "array"}
     name = names.get(origin, "string")
     return f"{name}|null" if nullable else name
-
-
-def unknown_names(config_type: type, names: set[str]) -> list[str]:
-    known = {f.name for f in dataclasses.fields(config_type)}
-    return sorted(names - known)

@@ -9,7 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.hyperparameters import HyperparameterInfo, MethodConfig, describe, method_hyperparameters
+from core.hyperparameters import (
+    JOB_FIELDS,
+    HyperparameterInfo,
+    MethodConfig,
+    describe,
+    method_hyperparameters,
+)
 
 if TYPE_CHECKING:
     from core.loop import MethodRun
@@ -70,6 +76,19 @@ class MethodSpec:
 
     def hyperparameters(self) -> list[HyperparameterInfo]:
         return method_hyperparameters(self.config)
+
+    def build_config(self, hyperparameters: dict[str, Any], **run: Any) -> MethodConfig:
+        """The method's config from a job's `hyperparameters` and its run fields (iterations,
+        budget_seconds, batch_size, seed, device): the one place the API, the worker and the CLI
+        make one."""
+        names = {info.name for info in self.hyperparameters()}
+        unknown = sorted(set(hyperparameters) - names)
+        if unknown or set(run) - set(JOB_FIELDS):
+            raise ValueError(
+                f"unknown hyperparameter(s) {unknown or sorted(set(run) - set(JOB_FIELDS))} for "
+                f"{self.name}; known: {sorted(names)}"
+            )
+        return self.config(**hyperparameters, **run)
 
     def job_defaults(self) -> dict[str, HyperparameterInfo]:
         return {info.name: info for info in describe(self.config, ("iterations", "batch_size"))}

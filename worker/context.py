@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-import torch
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.devices import resolve_device
 from service.blobstore import BlobStore, make_blob_store
 from service.db import make_engine, make_session_factory
 from service.settings import Settings, get_settings
@@ -21,9 +21,7 @@ class WorkerContext:
 
     @property
     def device(self) -> str:
-        if self.settings.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.settings.device
+        return resolve_device(self.settings.device)
 
 
 def make_context(settings: Settings) -> WorkerContext:

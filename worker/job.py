@@ -117,10 +117,8 @@ def _method_config(
 ) -> MethodConfig:
     """The method's config on this worker's device; values the device decides (left unset by the
     API) are filled in here and written back, so the job shows what actually ran."""
-    names = {info.name for info in spec.hyperparameters()}
-    values = {k: v for k, v in job.hyperparameters.items() if k in names}
-    config = spec.config(
-        **values,
+    config = spec.build_config(
+        job.hyperparameters,
         iterations=job.iterations,
         budget_seconds=job.budget_seconds,
         batch_size=job.batch_size,
