@@ -62,6 +62,24 @@ def _streams(operation: Operation) -> bool:
     return "text/event-stream" in ok.get("content", {})
 
 
+# the operations that store bytes or start a job for the tenant (service/quotas.py)
+QUOTA_OPERATIONS = frozenset(
+    {
+        "teachers-upload_teacher",
+        "teachers-put_metadata",
+        "datasets-upload_dataset",
+        "jobs-create_job",
+    }
+)
+
+
+def _counts_against_a_quota(operation: Operation) -> bool:
+    return operation.get("operationId") in QUOTA_OPERATIONS
+
+
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+
+
 @dataclass(frozen=True)
 class ErrorRule:
     status: int
@@ -108,7 +126,15 @@ ERROR_RULES = (
         "`too_many_streams`: too many open event streams for the tenant or the API; "
         "Retry-After says when to try again",
         _streams,
-        {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+        RETRY_AFTER,
+    ),
+    ErrorRule(
+        429,
+        "`quota_active_jobs` or `quota_storage`: the tenant is at its quota of active jobs "
+        "(queued + running) or of stored bytes; `details` gives the quota, its limit and the "
+        "current use, Retry-After a time to try again (or free some: cancel a job, delete a file)",
+        _counts_against_a_quota,
+        RETRY_AFTER,
     ),
     ErrorRule(
         503,

@@ -148,6 +148,19 @@ class Settings(BaseSettings):
         description="how often a running job renews its lease (and the reaper looks for lapsed "
         "ones); unset means a third of the lease",
     )
+    tenant_max_active_jobs: int | None = Field(
+        None,
+        ge=0,
+        description="jobs a tenant may have queued or running at once; one more POST /v1/jobs gets "
+        "429 quota_active_jobs. Unset or 0: unlimited. `dfkd tenants set-quota` overrides it per tenant",
+    )
+    tenant_max_storage_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="bytes a tenant may store: its teachers' weights and activation records plus its "
+        "datasets (job outputs are not counted); an upload past it gets 429 quota_storage. Unset or "
+        "0: unlimited. `dfkd tenants set-quota` overrides it per tenant",
+    )
     max_attempts: int = Field(3, description="deliveries of one job before it fails for good")
     checkpoint_every: int = Field(200, description="iterations between job checkpoints")
     job_soft_time_limit_seconds: float = Field(

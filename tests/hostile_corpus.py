@@ -40,6 +40,8 @@ class Context:
     program_teacher_id: str  # a torchscript teacher of the default tenant
     other_tenant_key: str  # an API key of another tenant
     job_id: str = "job_nope"  # a queued job of the default tenant
+    quota_tenant_key: str = "dfkd_x"  # a tenant at its quotas: 1 active job, storage full
+    quota_teacher_id: str = "tch_full"  # that tenant's teacher (its storage to the byte)
 
 
 @dataclass(frozen=True)
@@ -1233,6 +1235,47 @@ case("metadata-put/header-over-1MiB")(
         huge_claim=True,
     )
 )
+
+
+# --- a tenant at its quotas (1 active job, all its storage used): 429 with Retry-After
+
+
+def at_quota(ctx: Context, hostile: Hostile) -> Hostile:
+    return replace(hostile, headers={"authorization": f"Bearer {ctx.quota_tenant_key}"})
+
+
+@case("quota/job-past-active-jobs")
+def _(ctx: Context) -> Hostile:
+    past = job(ctx, 429, "quota_active_jobs", "quota of 1 active jobs (queued + running): 1 in use")
+    return at_quota(
+        ctx, replace(past, json_body={**past.json_body, "teacher_id": ctx.quota_teacher_id})
+    )
+
+
+@case("quota/teacher-past-storage")
+def _(ctx: Context) -> Hostile:
+    return at_quota(ctx, teacher(good_weights(), 429, "quota_storage", "this request adds"))
+
+
+@case("quota/dataset-past-storage")
+def _(ctx: Context) -> Hostile:
+    refused = replace(dataset(npz(**digits())), status=429, code="quota_storage")
+    return at_quota(ctx, replace(refused, fragment="delete teachers or datasets"))
+
+
+@case("quota/metadata-past-storage")
+def _(ctx: Context) -> Hostile:
+    return at_quota(
+        ctx,
+        Hostile(
+            "PUT",
+            f"{TEACHERS}/{ctx.quota_teacher_id}/metadata",
+            429,
+            "quota_storage",
+            "dfkd tenants set-quota",
+            files={"metadata": ("m.safetensors", b"x" * 64)},
+        ),
+    )
 
 
 def endpoint(hostile: Hostile) -> str:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
 from api.errors import ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
+from api.quota_checks import claim_storage, refuse_over_storage
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.datasets import DatasetFormatError, read_labelled
@@ -60,6 +61,7 @@ def upload_dataset(
     refuse_declared_oversize(request, settings.max_upload_bytes)
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
+        refuse_over_storage(session, tenant, settings, upload.size)
         try:
             data = read_labelled(upload.path, settings.max_dataset_array_bytes)
         except DatasetFormatError as error:
@@ -80,6 +82,7 @@ def upload_dataset(
         store_upload(blobs, dataset.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
+    claim_storage(session, tenant, settings, dataset.size_bytes, blobs, [dataset.blob_key])
     session.add(dataset)
     session.commit()
     return to_public(dataset)

@@ -23,6 +23,7 @@ from api.errors import ApiError, ErrorResponse
 from api.job_checks import checked_job
 from api.job_specs import JobSpec, job_create_type
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
+from api.quota_checks import hold_job_slot
 from api.schemas import (
     JobError,
     JobLinks,
@@ -121,6 +122,7 @@ def create_job(
     if replayed is not None:
         return to_public(owned(session, Job, replayed, tenant), request)
     teacher, student_kwargs, effective = checked_job(body, session, tenant, settings)
+    hold_job_slot(session, tenant, settings)  # the tenant stays locked until the job is committed
     job = Job(
         id=new_id("job"),
         tenant_id=tenant,

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
 from api.errors import ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
+from api.quota_checks import claim_storage, refuse_over_storage
 from api.schemas import TeacherPublic, TeachersPublic, as_utc
 from api.teacher_upload import (
     attach_metadata,
@@ -124,6 +125,8 @@ def upload_teacher(
         replayed = replay(session, tenant, "teachers", idempotency_key, fingerprint, response)
         if replayed is not None:
             return to_public(owned(session, Teacher, replayed, tenant))
+        adding = upload.size + (record.size or 0 if record is not None else 0)  # weights + record
+        refuse_over_storage(session, tenant, settings, adding)
         check_teacher_file(declared, upload, settings)
         teacher = new_teacher(declared, upload, tenant, name or file.filename or "teacher", scaling)
         if record is not None:
@@ -132,6 +135,8 @@ def upload_teacher(
         store_upload(blobs, teacher.blob_key, upload)
     finally:
         upload.path.unlink(missing_ok=True)
+    stored = (teacher.blob_key, teacher.metadata_key)
+    claim_storage(session, tenant, settings, adding, blobs, [key for key in stored if key])
     session.add(teacher)
     winner = commit_once(session, tenant, "teachers", idempotency_key, fingerprint, teacher.id)
     return to_public(owned(session, Teacher, winner, tenant))
@@ -161,6 +166,8 @@ def put_metadata(
             f"activation records need a registry architecture; teacher {teacher_id!r} is a "
             f"{teacher.format} program",
         )
+    previous = (teacher.metadata_info or {}).get("size_bytes", 0)
+    refuse_over_storage(session, tenant, settings, metadata.size or 0, freeing=previous)
     attach_metadata(
         teacher,
         meta_model(teacher),

@@ -19,10 +19,11 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from core.messages import MAX_MESSAGE_CHARS
 from core.models import build, forward_peak_bytes
-from service.auth import create_key
+from service.auth import create_key, tenant_named
 from service.db import make_engine, make_session_factory, session_scope
 from service.migrate import upgrade_to_head
 from service.queue import InProcessJobQueue
+from service.quotas import set_overrides
 from service.settings import Settings
 from tests.hostile_corpus import CASES, Booby, Context, Hostile, good_weights, zip_of
 from tests.memory import CLEAR_REFS, peak_rss, reset_peak_rss
@@ -56,6 +57,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     upgrade_to_head(settings.resolved_database_url)
     with session_scope(make_session_factory(make_engine(settings.resolved_database_url))) as s:
         _, other_key = create_key(s, "other", "ci")
+        _, full_key = create_key(s, "full", "ci")
     # torch makes its inductor cache folder in the temp dir the first time a model runs on the
     # meta device (as the API sizes models): a folder of torch's, once per process, not an upload
     with torch.device("meta"):
@@ -86,6 +88,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 },
             )
             assert job.status_code == 202, job.text
+            full_teacher = fill_quotas(client, settings, full_key)
             ctx = Context(
                 marker=root / "pickle-ran",
                 upload_limit=LIMIT,
@@ -93,10 +96,32 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 program_teacher_id=program.json()["id"],
                 other_tenant_key=other_key,
                 job_id=job.json()["id"],
+                quota_tenant_key=full_key,
+                quota_teacher_id=full_teacher,
             )
             yield World(client, settings, temp, ctx)
     finally:
         tempfile.tempdir = saved_tempdir
+
+
+def fill_quotas(client: TestClient, settings: Settings, key: str) -> str:
+    """The quota cases' tenant: a teacher and a queued job, then quotas of 1 job and of exactly
+    the bytes it stores. Returns its teacher's id."""
+    auth = {"authorization": f"Bearer {key}"}
+    teacher = client.post(
+        "/v1/teachers",
+        files={"file": ("t.safetensors", io.BytesIO(good_weights()))},
+        data={"architecture": "lenet5"},
+        headers=auth,
+    )
+    assert teacher.status_code == 201, teacher.text
+    body = {"teacher_id": teacher.json()["id"], "student": {"architecture": "lenet5_half"}}
+    job = client.post("/v1/jobs", json=body | {"iterations": 10}, headers=auth)
+    assert job.status_code == 202, job.text
+    with session_scope(make_session_factory(make_engine(settings.resolved_database_url))) as s:
+        tenant = tenant_named(s, "full")
+        set_overrides(tenant, max_active_jobs=1, max_storage_bytes=teacher.json()["size_bytes"])
+    return teacher.json()["id"]
 
 
 def send(client: TestClient, hostile: Hostile) -> httpx.Response:
@@ -158,6 +183,8 @@ def test_hostile_input_gets_a_clear_4xx_and_nothing_is_kept(world: World, name: 
     assert len(error["message"]) <= MAX_MESSAGE_CHARS, "the message repeats a long input"
     assert len(response.content) < 16 * 1024, "the answer repeats a long input"
     assert hostile.fragment in error["message"], error
+    if hostile.status == 429:  # a quota: the client is told when to try again
+        assert int(response.headers["retry-after"]) > 0
     assert stored(world) == before
     assert list(world.temp.iterdir()) == [], "a temporary file was left behind"
     if hostile.runs_code:

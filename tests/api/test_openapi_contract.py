@@ -36,17 +36,21 @@ def errors(document: dict[str, Any], method: str, path: str) -> set[int]:
 
 
 def test_each_operation_declares_the_errors_it_can_answer(document: dict[str, Any]) -> None:
-    assert errors(document, "post", "/v1/teachers") == {400, 401, 409, 413, 422, 503}
+    assert errors(document, "post", "/v1/teachers") == {400, 401, 409, 413, 422, 429, 503}
     assert errors(document, "put", "/v1/teachers/{teacher_id}/metadata") == {
         400,
         401,
         404,
         413,
         422,
+        429,
         503,
     }
-    assert errors(document, "post", "/v1/datasets") == {400, 401, 413, 422, 503}
-    assert errors(document, "post", "/v1/jobs") == {400, 401, 409, 413, 422, 503}
+    assert errors(document, "post", "/v1/datasets") == {400, 401, 413, 422, 429, 503}
+    assert errors(document, "post", "/v1/jobs") == {400, 401, 409, 413, 422, 429, 503}
+    # the tenant quotas' 429 tells the client when to try again
+    quota = document["paths"]["/v1/jobs"]["post"]["responses"]["429"]
+    assert "quota_active_jobs" in quota["description"] and "Retry-After" in quota["headers"]
     assert errors(document, "get", "/v1/jobs") == {401, 422}
     assert errors(document, "get", "/v1/jobs/{job_id}") == {401, 404}
     assert errors(document, "get", "/v1/jobs/{job_id}/events") == {401, 404, 422, 429}
