@@ -18,6 +18,7 @@ from core.models import ArchitectureArgumentError, UnknownArchitectureError, get
 from service.models import Dataset, Teacher
 from service.settings import Settings
 from service.time_limits import effective_time_limit
+from service.webhook_targets import WebhookTargetRefused, check_at_submission
 
 
 def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[str, Any]:
@@ -129,6 +130,16 @@ def _check_budget(budget: float | None, time_limit: float | None, settings: Sett
         )
 
 
+def _check_webhook(body: JobSpec, settings: Settings) -> None:
+    """Deliveries are checked again each time; this refuses early what is refused now."""
+    if body.webhook is None:
+        return
+    try:
+        check_at_submission(str(body.webhook.url), settings.webhook_allowed_networks)
+    except WebhookTargetRefused as error:
+        raise ApiError(422, "webhook_url_refused", f"webhook.url: {error}") from None
+
+
 def checked_job(
     body: JobSpec, session: Session, tenant: str, settings: Settings
 ) -> tuple[Teacher, dict[str, Any], dict[str, Any]]:
@@ -151,6 +162,7 @@ def checked_job(
     if unmet is not None:
         raise ApiError(422, *unmet)
     _check_budget(body.budget_seconds, body.time_limit_seconds, settings)
+    _check_webhook(body, settings)
     return teacher, student_kwargs, _shown(spec, config, teacher, body, settings)
 
 

@@ -248,7 +248,9 @@ def cancel_job(
     if outcome == CancelOutcome.already_ended:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
     if outcome == CancelOutcome.cancelled:  # it never started: no worker will send its webhook
-        background.add_task(deliver_job_webhook, request.app.state.sessions, job.id)
+        background.add_task(
+            deliver_job_webhook, request.app.state.sessions, request.app.state.settings, job.id
+        )
     return to_public(job, request)
 
 
