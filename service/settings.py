@@ -7,6 +7,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -192,6 +193,20 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("secret_key", "secret_keys_old")
+    @classmethod
+    def _fernet_keys(cls, value: Any) -> Any:
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None:
+                try:
+                    Fernet(key.get_secret_value())
+                except ValueError:
+                    raise ValueError(
+                        "not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                        "`dfkd secrets generate-key`"
+                    ) from None
+        return value
 
     @property
     def resolved_database_url(self) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.db import session_scope
 from service.job_state import add_event
 from service.models import Job, utcnow
+from service.secret_box import SecretKeyError, decrypt_secret
 from service.settings import Settings
 from service.webhook_targets import (
     HostDoesNotResolve,
@@ -66,6 +67,13 @@ def payload(job: Job) -> dict[str, Any]:
     }
 
 
+def signing_secret(job: Job, settings: Settings) -> str:
+    """The job's secret: decrypted, or as stored by a job made before secrets were encrypted."""
+    if job.webhook_secret_encrypted:
+        return decrypt_secret(settings, job.webhook_secret_encrypted)
+    return job.webhook_secret or ""
+
+
 def deliver_job_webhook(
     sessions: sessionmaker[Session],
     settings: Settings,
@@ -80,11 +88,18 @@ def deliver_job_webhook(
         job = session.get(Job, job_id)
         if job is None or not job.webhook_url:
             return True
-        url, secret = job.webhook_url, job.webhook_secret or ""
+        url = job.webhook_url
         body = json.dumps(payload(job), sort_keys=True).encode()
         message_id = (
             f"msg_{job.id}_{job.status}"  # the same on every retry, so receivers can dedupe
         )
+        try:
+            secret = signing_secret(job, settings)
+        except SecretKeyError as error:
+            add_event(session, job_id, "webhook", f"not sent to {url}: {error}")
+            session.commit()
+            log.error("job %s: %s", job_id, error)
+            return False
     for attempt in range(1, len(delays) + 2):
         timestamp = int(time.time())
         headers = {

@@ -48,6 +48,7 @@ from service.models import (
     new_id,
 )
 from service.queue import JobQueue, QueueUnavailableError
+from service.secret_box import encrypt_secret
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
@@ -142,7 +143,9 @@ def create_job(
         time_limit_seconds=body.time_limit_seconds,
         evaluation_options={"mte_images": body.mte_images, "mte_steps": body.mte_steps},
         webhook_url=str(body.webhook.url) if body.webhook else None,
-        webhook_secret=body.webhook.secret if body.webhook else None,
+        webhook_secret_encrypted=encrypt_secret(settings, body.webhook.secret)
+        if body.webhook
+        else None,
         status=JobStatus.queued,
         latest_metrics={},
     )
