@@ -16,6 +16,7 @@ from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from service.models import Dataset, Teacher
+from service.secret_box import secret_digest
 from service.settings import Settings
 from service.time_limits import effective_time_limit
 from service.webhook_targets import WebhookTargetRefused, check_at_submission
@@ -138,6 +139,15 @@ def _check_webhook(body: JobSpec, settings: Settings) -> None:
         check_at_submission(str(body.webhook.url), settings.webhook_allowed_networks)
     except WebhookTargetRefused as error:
         raise ApiError(422, "webhook_url_refused", f"webhook.url: {error}") from None
+
+
+def fingerprint_parts(body: JobSpec, settings: Settings) -> dict[str, Any]:
+    """What the Idempotency-Key check compares: the body as sent, its webhook secret replaced by
+    a keyed digest (the stored fingerprint is a plain SHA-256)."""
+    parts = body.model_dump(mode="json", exclude_unset=True)
+    if body.webhook is not None:
+        parts["webhook"]["secret"] = secret_digest(settings, body.webhook.secret)
+    return parts
 
 
 def checked_job(

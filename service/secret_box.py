@@ -8,6 +8,8 @@ embedded default (no DFKD_SECRET_KEY) a key is made once and kept in the data di
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -55,6 +57,18 @@ def data_dir_key(data_dir: Path) -> bytes:
 def _box(current: str | None, old: tuple[str, ...], data_dir: str) -> MultiFernet:
     key = current.encode() if current else data_dir_key(Path(data_dir))
     return MultiFernet([Fernet(key), *(Fernet(k.encode()) for k in old)])
+
+
+def current_key(settings: Settings) -> bytes:
+    if settings.secret_key:
+        return settings.secret_key.get_secret_value().encode()
+    return data_dir_key(settings.data_dir)
+
+
+def secret_digest(settings: Settings, secret: str) -> str:
+    """A digest of a secret keyed with the current key: two requests can be compared (the
+    Idempotency-Key check) without storing a hash a guessed secret could be tested against."""
+    return hmac.new(current_key(settings), secret.encode(), hashlib.sha256).hexdigest()
 
 
 def secret_box(settings: Settings) -> MultiFernet:

@@ -20,7 +20,7 @@ from api.deps import (
     replay,
 )
 from api.errors import ApiError, ErrorResponse
-from api.job_checks import checked_job
+from api.job_checks import checked_job, fingerprint_parts
 from api.job_specs import JobSpec, job_create_type
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.schemas import (
@@ -117,7 +117,7 @@ def create_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
-    fingerprint = request_fingerprint(body.model_dump(mode="json", exclude_unset=True))
+    fingerprint = request_fingerprint(fingerprint_parts(body, settings))
     replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
     if replayed is not None:
         return to_public(owned(session, Job, replayed, tenant), request)

@@ -58,17 +58,18 @@ def test_the_secret_is_in_no_answer_and_not_in_the_database_file(
 ) -> None:
     answers = [submit(client, teacher_id, **{"Idempotency-Key": "once"})]
     job_id = answers[0]["id"]
-    replay = client.post(
-        "/v1/jobs",
-        json={
-            "teacher_id": teacher_id,
-            "student": {"architecture": "lenet5_half"},
-            "iterations": 2,
-            "webhook": {"url": UNRESOLVABLE, "secret": SECRET},
-        },
-        headers={"Idempotency-Key": "once"},
-    )
+    body = {
+        "teacher_id": teacher_id,
+        "student": {"architecture": "lenet5_half"},
+        "iterations": 2,
+        "webhook": {"url": UNRESOLVABLE, "secret": SECRET},
+    }
+    replay = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "once"})
     assert replay.json()["id"] == job_id
+    # the key check compares secrets by a keyed digest: another secret is another request
+    other = body | {"webhook": {"url": UNRESOLVABLE, "secret": SECRET + "x"}}
+    conflict = client.post("/v1/jobs", json=other, headers={"Idempotency-Key": "once"})
+    assert conflict.status_code == 409, conflict.text
     for path in ("", "/events", "/metrics", "/samples"):
         answers.append(client.get(f"/v1/jobs/{job_id}{path}").json())
     answers.append(client.get("/v1/jobs").json())
