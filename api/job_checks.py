@@ -17,8 +17,10 @@ from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from service.models import Dataset, Teacher
+from service.secret_box import secret_digest
 from service.settings import Settings
 from service.time_limits import effective_time_limit
+from service.webhook_targets import WebhookTargetRefused, check_at_submission
 
 
 def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[str, Any]:
@@ -126,6 +128,25 @@ def _check_budget(budget: float | None, time_limit: float | None, settings: Sett
         )
 
 
+def _check_webhook(body: JobSpec, settings: Settings) -> None:
+    """Deliveries are checked again each time; this refuses early what is refused now."""
+    if body.webhook is None:
+        return
+    try:
+        check_at_submission(str(body.webhook.url), settings.webhook_allowed_networks)
+    except WebhookTargetRefused as error:
+        raise ApiError(422, "webhook_url_refused", f"webhook.url: {error}") from None
+
+
+def fingerprint_parts(body: JobSpec, settings: Settings) -> dict[str, Any]:
+    """What the Idempotency-Key check compares: the body as sent, its webhook secret replaced by
+    a keyed digest (the stored fingerprint is a plain SHA-256)."""
+    parts = body.model_dump(mode="json", exclude_unset=True)
+    if body.webhook is not None:
+        parts["webhook"]["secret"] = secret_digest(settings, body.webhook.secret)
+    return parts
+
+
 def checked_job(
     body: JobSpec, session: Session, tenant: str, settings: Settings
 ) -> tuple[Teacher, dict[str, Any], dict[str, Any]]:
@@ -148,6 +169,7 @@ def checked_job(
     if unmet is not None:
         raise ApiError(422, *unmet)
     _check_budget(body.budget_seconds, body.time_limit_seconds, settings)
+    _check_webhook(body, settings)
     return teacher, student_kwargs, _shown(spec, config, teacher, body, settings)
 
 

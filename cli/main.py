@@ -9,6 +9,7 @@ import sys
 from cli import distill as distill_command
 from cli import keys as keys_command
 from cli import record_metadata as record_metadata_command
+from cli import secret_keys as secrets_command
 from cli import tenants as tenants_command
 from cli import toy as toy_command
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     distill_command.add_parser(commands)
     keys_command.add_parser(commands)
+    secrets_command.add_parser(commands)
     record_metadata_command.add_parser(commands)
     tenants_command.add_parser(commands)
     toy_command.add_parser(commands)

@@ -175,9 +175,10 @@ class Job(Base):
     time_limit_seconds: Mapped[float | None] = mapped_column(Float)
     evaluation_options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    webhook_secret: Mapped[str | None] = mapped_column(
-        String(500)
-    )  # signs deliveries; never returned
+    # plain secrets of jobs made before migration 0009, until `dfkd secrets rotate` encrypts them
+    webhook_secret: Mapped[str | None] = mapped_column(String(500))
+    # the secret that signs deliveries, Fernet-encrypted (service/secret_box.py); never returned
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

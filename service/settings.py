@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -175,6 +177,49 @@ class Settings(BaseSettings):
         description="per attempt: past it Celery (or the embedded runner's monitor) kills the "
         "job's process and the job fails with time_limit; unset means the soft limit plus an hour",
     )
+    webhook_allowed_networks: Annotated[list[IPv4Network | IPv6Network], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated CIDRs (e.g. `10.20.0.0/16,fd12::/64`) webhooks may be sent "
+        "to although they are private, loopback or otherwise internal: an operator's own "
+        "receivers. Unset: public addresses only",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Fernet key (32 url-safe base64 bytes; `dfkd secrets generate-key` makes one) "
+        "that encrypts webhook secrets in the database; API and workers need the same one. "
+        "Unset: one is made and kept in data_dir/secret.key (mode 0600)",
+    )
+    secret_keys_old: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated earlier Fernet keys, still read after a rotation until "
+        "`dfkd secrets rotate` has re-encrypted every secret with secret_key",
+    )
+
+    @field_validator("webhook_allowed_networks", "secret_keys_old", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("secret_key", "secret_keys_old")
+    @classmethod
+    def _fernet_keys(cls, value: Any) -> Any:
+        for key in value if isinstance(value, list) else [value]:
+            if key is not None:
+                try:
+                    Fernet(key.get_secret_value())
+                except ValueError:
+                    raise ValueError(
+                        "not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                        "`dfkd secrets generate-key`"
+                    ) from None
+        return value
 
     @property
     def resolved_database_url(self) -> str:

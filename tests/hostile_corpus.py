@@ -928,6 +928,38 @@ case("job/webhook-short-secret")(
         webhook={"url": "http://example.com/h", "secret": "x"},
     )
 )
+
+
+def webhook_to(ctx: Context, url: str, code: str, fragment: str) -> Hostile:
+    return job(ctx, 422, code, fragment, webhook={"url": url, "secret": "s" * 20})
+
+
+# server-side request forgery: webhooks to the deployment's own network (service/webhook_targets.py)
+for name, url, code, fragment in (
+    ("loopback", "http://127.0.0.1:6379/", "webhook_url_refused", "loopback"),
+    ("loopback-decimal", "http://2130706433/", "webhook_url_refused", "loopback"),
+    ("loopback-octal", "http://0177.0.0.1/", "webhook_url_refused", "loopback"),
+    ("loopback-hex", "http://0x7f.1/", "webhook_url_refused", "loopback"),
+    ("loopback-ipv6", "http://[::1]/", "webhook_url_refused", "loopback"),
+    ("ipv4-mapped-ipv6", "http://[::ffff:10.0.0.1]/", "webhook_url_refused", "private"),
+    ("private", "http://192.168.1.1/", "webhook_url_refused", "private"),
+    (
+        "metadata-ip",
+        "http://169.254.169.254/latest/meta-data/",
+        "webhook_url_refused",
+        "link-local",
+    ),
+    ("metadata-ipv6", "http://[fd00:ec2::254]/", "webhook_url_refused", "private"),
+    ("metadata-name", "http://metadata.google.internal/", "webhook_url_refused", "metadata"),
+    ("multicast", "http://224.0.0.1/", "webhook_url_refused", "multicast"),
+    ("unspecified", "http://0.0.0.0/", "webhook_url_refused", "unspecified"),
+    ("reserved", "http://240.0.0.1/", "webhook_url_refused", "reserved"),
+    ("scheme-file", "file:///etc/passwd", "validation_error", "webhook"),
+    ("scheme-gopher", "gopher://127.0.0.1:6379/_INFO", "validation_error", "webhook"),
+):
+    case(f"job/webhook-{name}")(
+        lambda ctx, url=url, code=code, fragment=fragment: webhook_to(ctx, url, code, fragment)
+    )
 case("job/body-not-json")(
     lambda _: Hostile(
         "POST",

@@ -341,7 +341,7 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
             lambda session: fail_out_of_attempts(session, job_id, settings.max_attempts),
         ):
             log.warning("job %s: its last attempt lapsed; failed with too_many_attempts", job_id)
-            deliver_job_webhook(context.sessions, job_id)
+            deliver_job_webhook(context.sessions, settings, job_id)
             return
         log.info("job %s: nothing to claim (already taken, finished or cancelled)", job_id)
         return
@@ -394,7 +394,7 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
         return ended
 
     if in_transaction(context.sessions, finish):
-        deliver_job_webhook(context.sessions, job_id)
+        deliver_job_webhook(context.sessions, settings, job_id)
     log.info("job %s: %s", job_id, message)
 
 

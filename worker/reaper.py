@@ -49,7 +49,7 @@ def reap_once(context: WorkerContext, enqueue: Callable[[str], None]) -> list[st
         moved.append(job_id)
         log.warning("job %s: lease lapsed after attempt %d; now %s", job_id, attempts, status)
         if status == JobStatus.failed:
-            deliver_job_webhook(context.sessions, job_id)
+            deliver_job_webhook(context.sessions, settings, job_id)
     return moved
 
 

@@ -20,7 +20,7 @@ from api.deps import (
     replay,
 )
 from api.errors import ApiError, ErrorResponse
-from api.job_checks import checked_job
+from api.job_checks import checked_job, fingerprint_parts
 from api.job_specs import JobSpec, job_create_type
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.quota_checks import hold_job_slot
@@ -49,6 +49,7 @@ from service.models import (
     new_id,
 )
 from service.queue import JobQueue, QueueUnavailableError
+from service.secret_box import encrypt_secret
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 
@@ -117,7 +118,7 @@ def create_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
-    fingerprint = request_fingerprint(body.model_dump(mode="json", exclude_unset=True))
+    fingerprint = request_fingerprint(fingerprint_parts(body, settings))
     replayed = replay(session, tenant, "jobs", idempotency_key, fingerprint, response)
     if replayed is not None:
         return to_public(owned(session, Job, replayed, tenant), request)
@@ -144,7 +145,9 @@ def create_job(
         time_limit_seconds=body.time_limit_seconds,
         evaluation_options={"mte_images": body.mte_images, "mte_steps": body.mte_steps},
         webhook_url=str(body.webhook.url) if body.webhook else None,
-        webhook_secret=body.webhook.secret if body.webhook else None,
+        webhook_secret_encrypted=encrypt_secret(settings, body.webhook.secret)
+        if body.webhook
+        else None,
         status=JobStatus.queued,
         latest_metrics={},
     )
@@ -250,7 +253,9 @@ def cancel_job(
     if outcome == CancelOutcome.already_ended:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
     if outcome == CancelOutcome.cancelled:  # it never started: no worker will send its webhook
-        background.add_task(deliver_job_webhook, request.app.state.sessions, job.id)
+        background.add_task(
+            deliver_job_webhook, request.app.state.sessions, request.app.state.settings, job.id
+        )
     return to_public(job, request)
 
 

@@ -7,6 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import ip_network
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,9 +23,12 @@ SECRET = "whsec_" + base64.b64encode(b"a-very-secret-signing-key-32byte").decode
 
 
 class Receiver:
-    """Answers 500 to the first `failures` deliveries, then 204; keeps what it was sent."""
+    """Answers 500 to the first `failures` deliveries, then `answer` (204) with `headers`; keeps
+    what it was sent."""
 
-    def __init__(self, failures: int) -> None:
+    def __init__(
+        self, failures: int, answer: int = 204, headers: dict[str, str] | None = None
+    ) -> None:
         self.failures = failures
         self.received: list[tuple[dict[str, str], bytes]] = []
         receiver = self
@@ -33,7 +37,10 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["content-length"]))
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(500 if len(receiver.received) <= receiver.failures else 204)
+                failing = len(receiver.received) <= receiver.failures
+                self.send_response(500 if failing else answer)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -42,6 +49,12 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/dfkd"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The receivers listen on loopback, which webhooks may reach only where the operator allows."""
+    return settings.model_copy(update={"webhook_allowed_networks": [ip_network("127.0.0.0/8")]})
 
 
 @pytest.fixture
@@ -131,7 +144,7 @@ def test_an_unreachable_receiver_gives_up_and_says_so(
     job_id = create_job(client, teacher_id, "http://127.0.0.1:9/nothing-listens-here")
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     client.post(f"/v1/jobs/{job_id}/cancel")
-    assert deliver_job_webhook(sessions, job_id, delays=(0.01, 0.01)) is False
+    assert deliver_job_webhook(sessions, settings, job_id, delays=(0.01, 0.01)) is False
     attempts = [
         e for e in client.get(f"/v1/jobs/{job_id}/events").json()["items"] if e["kind"] == "webhook"
     ]
