@@ -1,7 +1,7 @@
 """webhook secrets encrypted at rest: a column for the Fernet token
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-30 05:40:00
 
 The migration cannot encrypt the secrets already stored: it does not run with the service's key
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
