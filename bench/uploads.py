@@ -1,8 +1,8 @@
-"""Throughput of a ~1 GB teacher upload, and how much the API process's memory grows with it.
+"""Throughput of ~1 GB teacher and dataset uploads, and how much the API process's memory grows.
 
-    .venv/bin/python bench/uploads.py                                 # local + S3, ~1 GB, ~3 min
+    .venv/bin/python bench/uploads.py                                 # local + S3, ~1 GB, ~8 min
     .venv/bin/python bench/uploads.py --megabytes 200 --no-write     # a check
-    .venv/bin/python bench/uploads.py --stores local --endpoints teachers datasets
+    .venv/bin/python bench/uploads.py --stores local --endpoints datasets datasets-npz
 
 The teacher is `hinton1200` (a registry MLP) with in_channels and image_size chosen so that its
 safetensors weights reach the asked size (image_size 264, 3 channels: 251 M parameters, 1.00 GB),
@@ -14,13 +14,15 @@ this process's memory). Each store gets a fresh `dfkd serve`:
          moto's, listed separately, and not the API's.
 The API process's VmRSS is read from /proc before the upload and sampled every 0.1 s during it;
 growth = peak during the upload - RSS before. Target: under 50 MB for 1 GB.
-`--endpoints datasets` also measures POST /v1/datasets (a labelled-images safetensors file of the
-same size): another upload path, for comparison.
+`datasets` and `datasets-npz` measure POST /v1/datasets with a labelled-images file of the same
+size (float32 images, int64 labels) as safetensors and as an npz (stored members, written in
+chunks like the teacher); the API checks both with its streaming reader (core/dataset_scan.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import struct
@@ -28,10 +30,13 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import numpy as np
+import numpy.lib.format as npy_format
 import torch
 from service_harness import (
     command_line,
@@ -93,6 +98,27 @@ def dataset_file(directory: Path, megabytes: int) -> Path:
     write_safetensors(
         path, {"images": ("F32", [count, 1, 32, 32], 4), "labels": ("I64", [count], 8)}
     )
+    return path
+
+
+def dataset_npz(directory: Path, megabytes: int) -> Path:
+    """The same arrays as `dataset_file`, as an npz of stored .npy members written in chunks."""
+    count = max(10, round(megabytes * 1e6 / (32 * 32 * 4 + 8)))
+    path = directory / "dataset.npz"
+    members = {"images": ("<f4", (count, 1, 32, 32), 1e-3), "labels": ("<i8", (count,), 3)}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for name, (dtype, shape, value) in members.items():
+            header = io.BytesIO()
+            npy_format.write_array_header_1_0(
+                header, {"descr": dtype, "fortran_order": False, "shape": shape}
+            )
+            block = np.full(CHUNK // np.dtype(dtype).itemsize, value, dtype).tobytes()
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                member.write(header.getvalue())
+                left = math.prod(shape) * np.dtype(dtype).itemsize
+                while left:
+                    member.write(block[: min(left, CHUNK)])
+                    left -= min(left, CHUNK)
     return path
 
 
@@ -159,7 +185,7 @@ def upload(
         with RssSampler(process.pid) as sampler, path.open("rb") as handle:
             started = time.perf_counter()
             response = client.post(
-                f"/v1/{endpoint}", files={"file": (path.name, handle)}, data=form
+                f"/v1/{endpoint.split('-')[0]}", files={"file": (path.name, handle)}, data=form
             )
             seconds = time.perf_counter() - started
         if response.status_code != 201:
@@ -185,7 +211,7 @@ def upload(
 
 def report(results: list[dict], megabytes: int, kwargs: dict, info: dict) -> str:
     rows = "\n".join(
-        f"| POST /v1/{r['endpoint']} | {r['store']} | {r['bytes'] / 1e9:.2f} | {r['seconds']:.1f} | "
+        f"| POST /v1/{r['endpoint'].replace('-', ' (')}{')' if '-' in r['endpoint'] else ''} | {r['store']} | {r['bytes'] / 1e9:.2f} | {r['seconds']:.1f} | "
         f"{r['mb_per_second']:.0f} | {r['rss_peak_growth_mb']:.0f} | {r['rss_after_growth_mb']:.0f} | "
         + ("-" if math.isnan(r["moto_rss_growth_mb"]) else f"{r['moto_rss_growth_mb']:.0f}")
         + " |"
@@ -196,9 +222,12 @@ def report(results: list[dict], megabytes: int, kwargs: dict, info: dict) -> str
 {machine_line(info)}
 
 A ~{megabytes} MB teacher: `hinton1200` with architecture_kwargs {json.dumps(kwargs)} (safetensors,
-built on disk, streamed from disk by httpx). A fresh `dfkd serve` per row; its RSS is sampled every
-0.1 s. The upload includes the server's spooling to a temporary file with hashing, the weights
-check (strict state dict + one forward pass) and the copy to the store. The S3 server is moto
+built on disk, streamed from disk by httpx). A ~{megabytes} MB dataset: float32 images
+[N, 1, 32, 32] and int64 labels, as safetensors and as an npz of stored members. A fresh
+`dfkd serve` per row; its RSS is sampled every 0.1 s. The upload includes the server's spooling to
+a temporary file with hashing, the check (teachers: strict state dict + one forward pass;
+datasets: the streaming reader, headers then every value in 8 MiB chunks) and the copy to the
+store. The S3 server is moto
 (`moto_server`, its own process), which buffers uploads itself (large values spill to temporary
 files): its growth is moto's, not the API's. Target: API growth under 50 MB.
 
@@ -215,7 +244,10 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=1000)
     parser.add_argument("--stores", nargs="+", choices=["local", "s3"], default=["local", "s3"])
     parser.add_argument(
-        "--endpoints", nargs="+", choices=["teachers", "datasets"], default=["teachers"]
+        "--endpoints",
+        nargs="+",
+        choices=["teachers", "datasets", "datasets-npz"],
+        default=["teachers", "datasets", "datasets-npz"],
     )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
@@ -232,6 +264,8 @@ def main() -> None:
         }
         if "datasets" in args.endpoints:
             files["datasets"] = (dataset_file(directory, args.megabytes), {})
+        if "datasets-npz" in args.endpoints:
+            files["datasets-npz"] = (dataset_npz(directory, args.megabytes), {})
         for endpoint in args.endpoints:
             for store in args.stores:
                 path, form = files[endpoint]
@@ -241,7 +275,9 @@ def main() -> None:
     print(body)
     if not args.no_write:
         save_results("uploads", {"machine": info, "command": command_line(), "runs": results})
-        write_doc_subsection("Uploads: a 1 GB teacher to the local folder and to S3", body)
+        write_doc_subsection(
+            "Uploads: a 1 GB teacher and a 1 GB dataset to the local folder and to S3", body
+        )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -91,7 +92,7 @@ MAX_COMPRESSION_RATIO = 200
 RATIO_FREE_BYTES = 1024 * 1024
 
 
-def _refuse_past_cap(total: int, max_array_bytes: int | None) -> None:
+def refuse_past_cap(total: int, max_array_bytes: int | None) -> None:
     if max_array_bytes is not None and total > max_array_bytes:
         raise DatasetFormatError(
             f"the arrays unpack to {total} bytes, more than the {max_array_bytes} allowed "
@@ -99,7 +100,17 @@ def _refuse_past_cap(total: int, max_array_bytes: int | None) -> None:
         )
 
 
-def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
+def read_npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy stream's header, leaving the stream at the first data byte."""
+    version = npy_format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = npy_format.read_array_header_2_0(handle)
+    return shape, dtype
+
+
+def check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
     """Read each array's .npy header (a few bytes, no data) and refuse, before numpy allocates
     anything, arrays whose declared size is not what the archive holds or is past the limit."""
     try:
@@ -119,11 +130,7 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                         f"bytes, more than {MAX_COMPRESSION_RATIO} times: refused as a zip bomb"
                     )
                 with archive.open(info) as handle:
-                    version = npy_format.read_magic(handle)
-                    if version == (1, 0):
-                        shape, _, dtype = npy_format.read_array_header_1_0(handle)
-                    else:
-                        shape, _, dtype = npy_format.read_array_header_2_0(handle)
+                    shape, dtype = read_npy_header(handle)
                     header_size = handle.tell()
                 if dtype.hasobject:
                     raise DatasetFormatError(
@@ -138,7 +145,7 @@ def _check_npz_members(data: bytes | Path, max_array_bytes: int | None) -> None:
                         f"the archive holds {info.file_size - header_size} bytes for it"
                     )
                 total += declared
-            _refuse_past_cap(total, max_array_bytes)
+            refuse_past_cap(total, max_array_bytes)
     except DatasetFormatError:
         raise
     except (
@@ -162,7 +169,7 @@ def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, np
     validate_safetensors(path)
     data_start, header = safetensors_header(path)
     spans = [header[name]["data_offsets"] for name in NPZ_ARRAYS if name in header]
-    _refuse_past_cap(sum(end - start for start, end in spans), max_array_bytes)
+    refuse_past_cap(sum(end - start for start, end in spans), max_array_bytes)
     arrays = {}
     for name in NPZ_ARRAYS:
         if name not in header:
@@ -193,7 +200,7 @@ def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> R
     data: bytes | Path = source if isinstance(source, bytes) else Path(source)
     magic = data[:4] if isinstance(data, bytes) else _first_bytes(data, 4)
     if magic == b"PK\x03\x04":
-        _check_npz_members(data, max_array_bytes)
+        check_npz_members(data, max_array_bytes)
         try:
             with np.load(
                 io.BytesIO(data) if isinstance(data, bytes) else data, allow_pickle=False

@@ -139,16 +139,17 @@ class Settings(BaseSettings):
         "method's reconstructed set: samples x C x H x W float32) are refused with 422",
     )
     job_lease_seconds: float = Field(
-        600,
+        30,
         gt=0,
         description="a running job whose lease lapses is presumed dead: put back in the queue and "
-        "re-enqueued by the lease reaper",
+        "re-enqueued by the lease reaper (30 s: a killed worker's job runs again within a minute)",
     )
     lease_renew_seconds: float | None = Field(
         None,
         gt=0,
-        description="how often a running job renews its lease (and the reaper looks for lapsed "
-        "ones); unset means a third of the lease",
+        description="how often a running job renews its lease, from a thread of its own (and the "
+        "reaper looks for lapsed ones); unset means a sixth of the lease, so five beats in a row "
+        "can be missed before a live job looks dead",
     )
     tenant_max_active_jobs: int | None = Field(
         None,
@@ -233,7 +234,7 @@ class Settings(BaseSettings):
 
     @property
     def lease_renew_interval(self) -> float:
-        return self.lease_renew_seconds or self.job_lease_seconds / 3
+        return self.lease_renew_seconds or self.job_lease_seconds / 6
 
     @property
     def uses_embedded_runner(self) -> bool:

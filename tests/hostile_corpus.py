@@ -166,6 +166,35 @@ def npz_bitflip() -> bytes:
     return bytes(content)
 
 
+def stored_npz(**arrays: np.ndarray) -> bytes:
+    """An npz whose members are stored, not deflated: its values lie in the file as they are."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def npz_stored_bitflip() -> bytes:
+    """One bit flipped in a stored member's values: still a valid .npy, only the CRC can tell (a
+    streaming check must read the member to its end)."""
+    content = bytearray(stored_npz(**digits(64)))
+    with zipfile.ZipFile(io.BytesIO(bytes(content))) as archive:
+        info = archive.getinfo("images.npy")
+    name_length, extra_length = struct.unpack(
+        "<HH", content[info.header_offset + 26 : info.header_offset + 30]
+    )
+    content[info.header_offset + 30 + name_length + extra_length + info.file_size - 1] ^= 0x10
+    return bytes(content)
+
+
+def last_value_bad(name: str) -> dict[str, np.ndarray]:
+    """800 KB of sound float images and labels (under the tests' 1 MiB array cap), but for the
+    very last image's last pixel (NaN) or the very last label (-1): a check that stops early
+    lets it through."""
+    arrays = {"images": np.zeros((200, 1, 32, 32), np.float32), "labels": np.zeros(200, np.int64)}
+    arrays[name].reshape(-1)[-1] = np.nan if name == "images" else -1
+    return arrays
+
+
 def npy_header_only(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
     header = io.BytesIO()
     npy_format.write_array_header_1_0(
@@ -794,6 +823,18 @@ case("dataset/no-images")(
     )
 )
 case("dataset/labels-missing")(lambda _: dataset(npz(images=digits(4)["images"]), fragment="lacks"))
+case("dataset/npz-stored-values-bitflipped")(
+    lambda _: dataset(npz_stored_bitflip(), fragment="unreadable npz")
+)
+case("dataset/images-nan-in-the-last-value")(
+    lambda _: dataset(stored_npz(**last_value_bad("images")), fragment="NaN")
+)
+case("dataset/labels-negative-in-the-last-value")(
+    lambda _: dataset(
+        save({k: torch.from_numpy(v) for k, v in last_value_bad("labels").items()}),
+        fragment=">= 0",
+    )
+)
 case("dataset/name-too-long")(
     lambda _: Hostile(
         "POST",

@@ -11,7 +11,8 @@ from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.quota_checks import claim_storage, refuse_over_storage
 from api.schemas import DatasetPublic, DatasetsPublic, as_utc
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
-from core.datasets import DatasetFormatError, read_labelled
+from core.dataset_scan import scan_labelled
+from core.datasets import DatasetFormatError
 from service.blob_keys import dataset_key
 from service.models import Dataset, new_id
 
@@ -63,20 +64,21 @@ def upload_dataset(
     try:
         refuse_over_storage(session, tenant, settings, upload.size)
         try:
-            data = read_labelled(upload.path, settings.max_dataset_array_bytes)
+            # headers, then values chunk by chunk: memory stays flat whatever the file's size
+            data = scan_labelled(upload.path, settings.max_dataset_array_bytes)
         except DatasetFormatError as error:
             raise ApiError(422, "invalid_dataset", str(error)) from None
         dataset = Dataset(
             id=new_id("dst"),
             tenant_id=tenant,
             name=name or file.filename or "dataset",
-            format="npz" if upload.head.startswith(b"PK\x03\x04") else "safetensors",
+            format=data.format,
             sha256=upload.sha256,
             size_bytes=upload.size,
-            num_examples=len(data.labels),
+            num_examples=data.num_examples,
             image_shape=list(data.image_shape),
-            pixel_dtype=str(data.images.dtype),
-            class_counts={str(k): v for k, v in data.class_counts().items()},
+            pixel_dtype=data.pixel_dtype,
+            class_counts={str(k): v for k, v in data.class_counts.items()},
         )
         dataset.blob_key = dataset_key(dataset.id, dataset.format)
         store_upload(blobs, dataset.blob_key, upload)

@@ -1,5 +1,6 @@
-"""kill -9 of the whole Celery worker mid-job: the lease lapses, the reaper in a new worker puts
-the job back in the queue, and the new attempt resumes from the last checkpoint."""
+"""kill -9 of the whole Celery worker mid-job, on the default lease settings: the lease lapses,
+the reaper in a new worker puts the job back in the queue, the job is running again within a
+minute of the kill, and the new attempt resumes from the last checkpoint."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from tests.faults.deployment import JOB, Deployment, elapsed, expected_steps
 
 # finite but generous: a loaded 2-core machine also trains the session's teacher first
 pytestmark = pytest.mark.timeout(1200)
+# issue 17: with the default lease (30 s, renewed every 5 s) and reaper (every 5 s), a job whose
+# worker was killed is running again on another worker within a minute, worker start included
+RECOVERY_SECONDS = 60
 
 
 def student_of(deployment: Deployment, job_id: str) -> torch.nn.Module:
@@ -32,6 +36,7 @@ def test_kill_9_of_the_worker_mid_job_resumes_from_the_checkpoint_on_a_new_worke
     digits: tuple[LabelledImages, LabelledImages],
 ) -> None:
     heldout = digits[1]
+    deployment.leases = {}  # the workers run on the default lease and reaper settings
     teacher_id = deployment.upload_teacher(teacher_file)
     first_worker = deployment.start_worker()
 
@@ -50,8 +55,12 @@ def test_kill_9_of_the_worker_mid_job_resumes_from_the_checkpoint_on_a_new_worke
     assert deployment.job(job_id)["status"] == "running"  # nobody is left to say otherwise
 
     deployment.start_worker()
+    again = deployment.wait_for_attempt(job_id, 2, timeout=120)
+    recovered = elapsed(killed_at)
+    print(f"FIGURE worker_killed: killed at step {killed_step}, running again in {recovered}s")
+    assert recovered <= RECOVERY_SECONDS, (recovered, again)
     final = deployment.wait_for_end(job_id, timeout=240)
-    print(f"FIGURE worker_killed: killed at step {killed_step}, recovered in {elapsed(killed_at)}s")
+    print(f"FIGURE worker_killed: succeeded {elapsed(killed_at)}s after the kill")
 
     assert final["status"] == "succeeded", final
     assert final["attempts"] == 2
