@@ -15,6 +15,7 @@ from api.model_limits import refuse_oversized_model
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
+from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.settings import Settings
 from service.time_limits import effective_time_limit
@@ -140,6 +141,13 @@ def checked_job(
             422,
             "teacher_not_found",
             f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
+        )
+    if pending_deletion(session, teacher.id) is not None:
+        raise ApiError(
+            422,
+            "teacher_being_deleted",
+            f"teacher_id: teacher {teacher.id!r} is being deleted (its running jobs are "
+            "stopping); upload it again to start new jobs",
         )
     student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
