@@ -27,6 +27,18 @@ class BlobStoreError(RuntimeError):
     """The store could not be reached or refused the operation."""
 
 
+def check_prefix(prefix: str) -> str:
+    """An object's folder, `kind/id/`: deleting by any other prefix could take unrelated blobs."""
+    segments = prefix.split("/")
+    if (
+        segments[-1] != ""
+        or any(part in {"", ".", ".."} for part in segments[:-1])
+        or len(segments) < 3
+    ):
+        raise ValueError(f"blob prefix {prefix!r} is not an object's folder")
+    return prefix
+
+
 class BlobStore(Protocol):
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store `length` bytes read from `stream` under `key`, replacing any old object whole."""
@@ -104,9 +116,7 @@ class LocalBlobStore:
         self._path(key).unlink(missing_ok=True)
 
     def _folder(self, prefix: str) -> Path:
-        if not prefix.endswith("/") or prefix.strip("/") == "":
-            raise ValueError(f"blob prefix {prefix!r} is not an object's folder")
-        return self._path(prefix.rstrip("/"))
+        return self._path(check_prefix(prefix).rstrip("/"))
 
     def list_keys(self, prefix: str) -> list[str]:
         folder = self._folder(prefix)
@@ -238,9 +248,7 @@ class S3BlobStore:
     def delete_prefix(self, prefix: str) -> int:
         from minio.deleteobjects import DeleteObject
 
-        if not prefix.endswith("/") or prefix.strip("/") == "":
-            raise ValueError(f"blob prefix {prefix!r} is not an object's folder")
-        keys = self.list_keys(prefix)
+        keys = self.list_keys(check_prefix(prefix))
         try:
             # remove_objects is lazy: its errors come out only while iterating
             errors = list(
