@@ -100,8 +100,7 @@ def finish(session: Session, blobs: BlobStore, record: Deletion) -> bool:
     """Rows first (committed: the object answers 404 from then on), then its blobs; the record
     is completed once the store holds no key of the object. False while it must wait. A store
     error propagates with the record still pending, for the reaper to retry."""
-    if not _remove_row(session, record):
-        session.rollback()
+    if not _remove_row(session, record):  # it wrote nothing: the record stays as it is
         return False
     _forget_idempotency(session, record.object_id)
     session.commit()
