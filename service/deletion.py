@@ -75,6 +75,12 @@ def _record(
     return record
 
 
+def _job_status(session: Session, job_id: str) -> str | None:
+    """Read from the database, not the session's identity map: another process may have moved
+    or deleted the job since this session loaded it."""
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
 def _forget_idempotency(session: Session, object_id: str) -> None:
     """An Idempotency-Key retry must not find a deleted object: it makes a new one."""
     session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.resource_id == object_id))
@@ -84,9 +90,10 @@ def _remove_row(session: Session, record: Deletion) -> bool:
     """Deletes the object's row; False while it must wait (a job still running, a teacher
     with jobs left). True when the row is gone, also when it already was."""
     if record.kind == "job":
-        if session.get(Job, record.object_id) is None:
+        if remove_stopped_job(session, record.object_id):
             return True
-        return remove_stopped_job(session, record.object_id)
+        # not stopped yet, or already gone (a concurrent DELETE, retention)
+        return _job_status(session, record.object_id) is None
     if record.kind == "teacher":
         if session.scalar(select(exists().where(Job.teacher_id == record.object_id))):
             return False
@@ -103,7 +110,13 @@ def finish(session: Session, blobs: BlobStore, record: Deletion) -> bool:
     if not _remove_row(session, record):  # it wrote nothing: the record stays as it is
         return False
     _forget_idempotency(session, record.object_id)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a job naming it was created meanwhile: nothing was deleted
+        session.rollback()
+        if record.kind == "dataset":
+            raise
+        return False  # a teacher: the reaper cascades to the new job, then tries again
     removed = blobs.delete_prefix(_PREFIXES[record.kind](record.object_id))
     record.blobs_deleted = (record.blobs_deleted or 0) + removed
     record.completed_at = utcnow()
@@ -209,7 +222,8 @@ def finish_pending(session: Session, blobs: BlobStore, object_id: str | None = N
         query = query.where(Deletion.object_id == object_id)
     done = 0
     for record in session.scalars(query).all():
-        if record.kind == "job":  # a job its reaper put back in the queue is cancelled now
+        queued = _job_status(session, record.object_id) == JobStatus.queued
+        if record.kind == "job" and queued:  # its worker died and the reaper requeued it
             request_cancel(session, record.object_id)
             session.commit()
         if record.kind == "teacher":

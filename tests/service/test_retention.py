@@ -145,3 +145,20 @@ def test_cancel_of_a_queued_job_then_delete_is_immediate(
     with sessions() as session:
         assert delete_job(session, context.blobs, job_id, tenant, "key_1").done
         assert session.get(Job, job_id) is None
+
+
+def test_a_delete_racing_another_finds_the_job_gone_and_is_done(
+    sessions: sessionmaker[Session],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two DELETEs passed their 404 check together: the second finds no row and is done, not
+    left pending for a job that will never stop."""
+    context = context_for(sessions, tmp_path)
+    job_id = make_job(sessions)
+    ended(sessions, job_id, days_ago=0)
+    with sessions() as first, sessions() as second:
+        tenant = second.get(Job, job_id).tenant_id  # loaded before the first deletes it
+        assert delete_job(first, context.blobs, job_id, tenant, None).done
+        late = delete_job(second, context.blobs, job_id, tenant, None)
+        assert late.done and late.waiting_for == []
+    assert tidy_once(context) == (0, [])
