@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.authentication import tenant_of
 from api.errors import ApiError
+from service.auth import key_id_for
 from service.blobstore import BlobStore
 from service.idempotency import IdempotencyConflictError, replayed_resource
 from service.models import Base
@@ -56,6 +57,14 @@ def get_tenant(
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def get_key_id(session: SessionDep, credentials: CredentialsDep) -> str | None:
+    """The caller's key id (after TenantDep checked it), for records of who did what."""
+    return key_id_for(session, credentials.credentials if credentials is not None else None)
+
+
+KeyIdDep = Annotated[str | None, Depends(get_key_id)]
 
 
 Row = TypeVar("Row", bound=Base)

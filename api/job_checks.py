@@ -16,6 +16,7 @@ from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
+from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.secret_box import secret_digest
 from service.settings import Settings
@@ -158,6 +159,13 @@ def checked_job(
             422,
             "teacher_not_found",
             f"teacher_id: no teacher {body.teacher_id!r}; upload one with POST /v1/teachers",
+        )
+    if pending_deletion(session, teacher.id) is not None:
+        raise ApiError(
+            422,
+            "teacher_being_deleted",
+            f"teacher_id: teacher {teacher.id!r} is being deleted (its running jobs are "
+            "stopping); upload it again to start new jobs",
         )
     student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):

@@ -16,7 +16,7 @@ from api.errors import install_error_handlers
 from api.event_stream import POLL_THREADS
 from api.observability import install_observability, serve_internal_metrics
 from api.openapi import install_contract
-from api.routes import architectures, datasets, events, health, jobs, methods, teachers
+from api.routes import architectures, datasets, deletions, events, health, jobs, methods, teachers
 from api.stream_slots import StreamSlots
 from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
@@ -93,6 +93,7 @@ def create_app(
         jobs.creation_router(),
         jobs.router,
         events.router,
+        deletions.router,
     ):
         app.include_router(router)
     install_contract(app, keys_required=settings.require_api_keys)

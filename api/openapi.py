@@ -57,6 +57,15 @@ def _is_idempotent_creation(operation: Operation) -> bool:
     return any(p["name"] == "Idempotency-Key" for p in _parameters(operation, "header"))
 
 
+def _deletes(operation: Operation) -> bool:
+    """A DELETE route: its operation id is `<tag>-delete_<resource>` (api/main.py)."""
+    return operation.get("operationId", "").partition("-")[2].startswith("delete_")
+
+
+def _deletes_a_dataset(operation: Operation) -> bool:
+    return operation.get("operationId") == "datasets-delete_dataset"
+
+
 def _streams(operation: Operation) -> bool:
     ok = operation.get("responses", {}).get("200", {})
     return "text/event-stream" in ok.get("content", {})
@@ -110,6 +119,11 @@ ERROR_RULES = (
         _is_idempotent_creation,
     ),
     ErrorRule(
+        409,
+        "`dataset_in_use`: queued or running jobs read the dataset; the message names them",
+        _deletes_a_dataset,
+    ),
+    ErrorRule(
         413,
         "`body_too_large` (a JSON body over DFKD_MAX_BODY_BYTES, refused before it is parsed) "
         "or `upload_too_large` (a file over the upload limit)",
@@ -140,6 +154,12 @@ ERROR_RULES = (
         503,
         "`storage_unavailable` or `broker_unavailable`: nothing was stored or started, try again",
         _has_body,
+    ),
+    ErrorRule(
+        503,
+        "`storage_unavailable`: the object is gone from the API; its remaining files are deleted "
+        "once storage is back",
+        _deletes,
     ),
 )
 

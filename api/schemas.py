@@ -258,3 +258,31 @@ class MetricPointPublic(BaseModel):
 class MetricsPublic(BaseModel):
     items: list[MetricPointPublic]
     next_after_step: int | None = Field(description="pass as `after_step` for the next page")
+
+
+# --- deletions
+
+
+class DeletionPublic(BaseModel):
+    id: int
+    kind: Literal["teacher", "dataset", "job"]
+    object_id: str
+    reason: Literal["request", "cascade", "retention"] = Field(
+        description="request: a DELETE of this object; cascade: its teacher was deleted; "
+        "retention: DFKD_RETENTION_DAYS passed since the job ended"
+    )
+    key_id: str | None = Field(description="the API key that asked; null without a key")
+    state: Literal["pending", "deleted"] = Field(
+        description="pending: waiting for running jobs to stop (they were cancelled); deleted: "
+        "the object and every file it made are gone"
+    )
+    waiting_for: list[str] = Field(
+        default_factory=list, description="jobs still stopping before the object goes"
+    )
+    blobs_deleted: int | None = Field(description="stored files removed")
+    requested_at: datetime
+    completed_at: datetime | None
+
+
+class DeletionsPublic(BaseModel):
+    items: list[DeletionPublic]

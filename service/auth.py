@@ -62,3 +62,10 @@ def tenant_for_key(session: Session, secret: str) -> str | None:
     if key is None or key.revoked_at is not None:
         return None
     return key.tenant_id
+
+
+def key_id_for(session: Session, secret: str | None) -> str | None:
+    """The id of the key (kept in deletion records: who deleted); None without a key."""
+    if secret is None:
+        return None
+    return session.scalar(select(ApiKey.id).where(ApiKey.secret_sha256 == hash_key(secret)))

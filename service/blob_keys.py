@@ -41,3 +41,18 @@ def samples_key(job_id: str, step: int) -> str:
 
 def transition_curves_key(job_id: str) -> str:
     return f"jobs/{job_id}/transition-curves.png"
+
+
+# --- every key of one object starts with its prefix: deleting the prefix deletes the object's files
+
+
+def teacher_prefix(teacher_id: str) -> str:
+    return f"teachers/{teacher_id}/"
+
+
+def dataset_prefix(dataset_id: str) -> str:
+    return f"datasets/{dataset_id}/"
+
+
+def job_prefix(job_id: str) -> str:
+    return f"jobs/{job_id}/"

@@ -27,6 +27,18 @@ class BlobStoreError(RuntimeError):
     """The store could not be reached or refused the operation."""
 
 
+def check_prefix(prefix: str) -> str:
+    """An object's folder, `kind/id/`: deleting by any other prefix could take unrelated blobs."""
+    segments = prefix.split("/")
+    if (
+        segments[-1] != ""
+        or any(part in {"", ".", ".."} for part in segments[:-1])
+        or len(segments) < 3
+    ):
+        raise ValueError(f"blob prefix {prefix!r} is not an object's folder")
+    return prefix
+
+
 class BlobStore(Protocol):
     def put(self, key: str, stream: BinaryIO, length: int) -> None:
         """Store `length` bytes read from `stream` under `key`, replacing any old object whole."""
@@ -40,6 +52,13 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def delete(self, key: str) -> None: ...
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key that starts with `prefix`, sorted."""
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object whose key starts with `prefix` (a folder: ends with "/"); returns
+        how many there were. Safe to repeat."""
 
     def check(self) -> None:
         """Raise BlobStoreError when the store is unusable."""
@@ -95,6 +114,24 @@ class LocalBlobStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def _folder(self, prefix: str) -> Path:
+        return self._path(check_prefix(prefix).rstrip("/"))
+
+    def list_keys(self, prefix: str) -> list[str]:
+        folder = self._folder(prefix)
+        if not folder.is_dir():
+            return []
+        files = (path for path in folder.rglob("*") if path.is_file())
+        return sorted(path.relative_to(self.root.resolve()).as_posix() for path in files)
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._folder(prefix)
+        count = len(self.list_keys(prefix))
+        shutil.rmtree(folder, ignore_errors=True)
+        if folder.exists():  # rmtree ignored an error: say so rather than leave files behind
+            raise BlobStoreError(f"could not delete every file under {prefix!r}")
+        return count
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str | None:
         return None
@@ -199,6 +236,31 @@ class S3BlobStore:
     def delete(self, key: str) -> None:
         self._ensure_bucket()
         self.client.remove_object(self.bucket, key)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        self._ensure_bucket()
+        try:
+            objects = self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            return sorted(item.object_name for item in objects if item.object_name is not None)
+        except Exception as error:
+            raise BlobStoreError(f"could not list {prefix!r} on S3: {error}") from error
+
+    def delete_prefix(self, prefix: str) -> int:
+        from minio.deleteobjects import DeleteObject
+
+        keys = self.list_keys(check_prefix(prefix))
+        try:
+            # remove_objects is lazy: its errors come out only while iterating
+            errors = list(
+                self.client.remove_objects(self.bucket, (DeleteObject(key) for key in keys))
+            )
+        except Exception as error:
+            raise BlobStoreError(f"could not delete {prefix!r} on S3: {error}") from error
+        if errors:
+            raise BlobStoreError(
+                f"could not delete {len(errors)} objects under {prefix!r}: {errors[0]}"
+            )
+        return len(keys)
 
     def presigned_url(self, key: str, expires: timedelta = timedelta(minutes=15)) -> str:
         return self.client.presigned_get_object(self.bucket, key, expires=expires)

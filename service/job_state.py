@@ -10,7 +10,7 @@ from sqlalchemy import case, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.messages import bounded
-from service.models import Job, JobEvent, JobStatus, MetricPoint, utcnow
+from service.models import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint, utcnow
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
@@ -218,7 +218,7 @@ def reap_lapsed(
         code = "time_limit"
         message = (
             f"attempt {attempts} ran {ran:.0f}s, past the hard time limit of "
-            f"{hard_limit_seconds:.0f}s, and was killed; its last checkpoint is kept"
+            f"{hard_limit_seconds:.0f}s, and was killed"
         )
     elif attempts >= max_attempts:
         code = "too_many_attempts"
@@ -268,3 +268,27 @@ def fail_out_of_attempts(session: Session, job_id: str, max_attempts: int) -> bo
     if attempts is None:
         return False
     return reap_lapsed(session, job_id, attempts, max_attempts) == JobStatus.failed
+
+
+def remove_stopped_job(session: Session, job_id: str) -> bool:
+    """Deletes the row of a job that has stopped (its events, metrics and artifact rows go with it
+    by the foreign keys' ON DELETE CASCADE). False while it is queued or running: a deletion
+    waits for its cancel to land."""
+    removed = session.execute(
+        delete(Job)
+        .where(Job.id == job_id, Job.status.in_(FINAL_STATUSES))
+        .execution_options(synchronize_session=False)
+    )
+    return removed.rowcount == 1
+
+
+def expired_jobs(session: Session, finished_before: datetime, limit: int) -> list[str]:
+    """Jobs that ended before `finished_before`, oldest first: retention deletes them."""
+    return list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.status.in_(FINAL_STATUSES), Job.finished_at < finished_before)
+            .order_by(Job.finished_at, Job.id)
+            .limit(limit)
+        )
+    )

@@ -232,3 +232,27 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))  # state | warning | error | info
     message: Mapped[str] = mapped_column(Text)
     time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Deletion(Base):
+    """One deletion of a teacher, dataset or job: who asked, what, when. No foreign key to the
+    object, so the record outlives it. `completed_at` is unset while the deletion is pending (a
+    running job stops first; blobs the store could not delete yet): the reaper finishes those."""
+
+    __tablename__ = "deletions"
+    __table_args__ = (
+        Index("ix_deletions_tenant", "tenant_id", "id"),
+        Index("ix_deletions_object", "object_id"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str | None] = mapped_column(String(40))  # None: no key (open deployment)
+    kind: Mapped[str] = mapped_column(String(20))  # teacher | dataset | job
+    object_id: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(20))  # request | cascade | retention
+    blobs_deleted: Mapped[int | None] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -166,6 +166,18 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, description="deliveries of one job before it fails for good")
     checkpoint_every: int = Field(200, description="iterations between job checkpoints")
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep a job's checkpoint after it ends; off, it is deleted when the job "
+        "succeeds, fails or is cancelled (nothing resumes a finished job)",
+    )
+    retention_days: float | None = Field(
+        None,
+        gt=0,
+        description="finished jobs (their rows and every blob they made) are deleted this many "
+        "days after they ended, by the reaper of every worker and of the embedded runner; unset "
+        "keeps them",
+    )
     job_soft_time_limit_seconds: float = Field(
         7 * 24 * 3600,
         gt=0,

@@ -1351,6 +1351,55 @@ def _(ctx: Context) -> Hostile:
     )
 
 
+# --- DELETE: another tenant's objects, unknown ids and ids that try to name a folder delete
+# nothing (the world's lists and blob files are compared before and after)
+
+
+def other_tenant(ctx: Context, hostile: Hostile) -> Hostile:
+    return replace(hostile, headers={"authorization": f"Bearer {ctx.other_tenant_key}"})
+
+
+case("delete/job-of-another-tenant")(
+    lambda ctx: other_tenant(ctx, Hostile("DELETE", f"{JOBS}/{ctx.job_id}", 404, "not_found"))
+)
+case("delete/teacher-of-another-tenant")(
+    lambda ctx: other_tenant(
+        ctx, Hostile("DELETE", f"{TEACHERS}/{ctx.teacher_id}", 404, "not_found")
+    )
+)
+case("delete/job-unknown")(lambda ctx: Hostile("DELETE", f"{JOBS}/job_nope", 404, "not_found"))
+case("delete/teacher-unknown")(
+    lambda ctx: Hostile("DELETE", f"{TEACHERS}/tch_nope", 404, "not_found")
+)
+case("delete/dataset-unknown")(
+    lambda ctx: Hostile("DELETE", f"{DATASETS}/dst_nope", 404, "not_found")
+)
+case("delete/teacher-id-dot-dot")(
+    lambda ctx: Hostile("DELETE", f"{TEACHERS}/%2E%2E", 404, "not_found", "'..'")
+)
+case("delete/job-id-a-folder-prefix")(
+    lambda ctx: Hostile("DELETE", f"{JOBS}/{ctx.job_id[:6]}", 404, "not_found")
+)
+case("delete/bad-api-key")(
+    lambda ctx: Hostile(
+        "DELETE",
+        f"{JOBS}/{ctx.job_id}",
+        401,
+        "invalid_api_key",
+        "unknown",
+        headers={"authorization": "Bearer dfkd_not_a_key"},
+    )
+)
+case("list/deletions-limit-zero")(
+    lambda ctx: Hostile("GET", "/v1/deletions?limit=0", 422, "validation_error", "limit")
+)
+case("list/deletions-before-past-bigint")(
+    lambda ctx: Hostile(
+        "GET", f"/v1/deletions?before={PAST_BIGINT}", 422, "validation_error", "before"
+    )
+)
+
+
 def endpoint(hostile: Hostile) -> str:
     path = hostile.path.split("?")[0]
     for prefix, template in (

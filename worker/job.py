@@ -42,6 +42,7 @@ from service.blob_keys import (
 from service.blobstore import BlobStoreError
 from service.db import session_scope
 from service.db_retry import in_transaction
+from service.deletion import finish_pending
 from service.job_state import (
     add_event,
     claim_job,
@@ -50,6 +51,8 @@ from service.job_state import (
     finish_job,
 )
 from service.models import Dataset, Job, JobArtifact, JobStatus, Teacher
+from service.retention import drop_checkpoint
+from service.settings import Settings
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
@@ -362,7 +365,7 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
         except SoftTimeLimitError as stop:
             outcome = _failure(
                 "time_limit",
-                f"{stop}; its checkpoint at step {stop.step} is kept. The limit is the job's "
+                f"{stop}; {_checkpoint_fate(settings, stop.step)}. The limit is the job's "
                 "time_limit_seconds, capped by the service's DFKD_JOB_SOFT_TIME_LIMIT_SECONDS "
                 "(per attempt): submit fewer iterations or a longer time_limit_seconds, or ask "
                 "the operator for a longer service limit",
@@ -394,8 +397,26 @@ def _run_claimed(job_id: str, context: WorkerContext) -> None:
         return ended
 
     if in_transaction(context.sessions, finish):
-        deliver_job_webhook(context.sessions, settings, job_id)
+        _after_end(context, job_id)
     log.info("job %s: %s", job_id, message)
+
+
+def _checkpoint_fate(settings: Settings, step: int) -> str:
+    if settings.keep_checkpoints:
+        return f"its checkpoint at step {step} is kept"
+    return f"it stopped after its checkpoint at step {step} (deleted as the job ends; DFKD_KEEP_CHECKPOINTS keeps them)"
+
+
+def _after_end(context: WorkerContext, job_id: str) -> None:
+    """The job ended on this worker: its checkpoint goes (unless kept), its webhook is sent, and
+    a DELETE that waited for it to stop is finished now."""
+    drop_checkpoint(context.blobs, context.settings, job_id)
+    deliver_job_webhook(context.sessions, context.settings, job_id)
+    try:
+        with context.sessions() as session:
+            finish_pending(session, context.blobs, job_id)
+    except Exception:  # the reaper's pass finishes it
+        log.exception("job %s: its pending deletion is left to the reaper", job_id)
 
 
 def _failure(code: str, message: str) -> tuple[JobStatus, dict[str, Any], str]:

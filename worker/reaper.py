@@ -4,7 +4,8 @@ A Celery message of a worker killed outright stays unacked until Redis's visibil
 (longer than the longest job, so hours or days); the database lease lapses within minutes, and
 this loop puts the job back to queued and sends a new message for it. Every `dfkd worker` runs
 one; any number may run at once (each job moves in one conditional UPDATE, and claiming is
-exactly-once anyway).
+exactly-once anyway). The same loop finishes deletions left pending and applies retention
+(`tidy_once`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import threading
 from collections.abc import Callable
 
 from service.db import session_scope
+from service.deletion import finish_pending
 from service.job_state import lapsed_leases, reap_lapsed
 from service.models import JobStatus
+from service.retention import drop_checkpoint, expire_jobs
 from service.webhooks import deliver_job_webhook
 from worker.context import WorkerContext
 
@@ -49,8 +52,19 @@ def reap_once(context: WorkerContext, enqueue: Callable[[str], None]) -> list[st
         moved.append(job_id)
         log.warning("job %s: lease lapsed after attempt %d; now %s", job_id, attempts, status)
         if status == JobStatus.failed:
+            drop_checkpoint(context.blobs, settings, job_id)
             deliver_job_webhook(context.sessions, settings, job_id)
     return moved
+
+
+def tidy_once(context: WorkerContext) -> tuple[int, list[str]]:
+    """Finishes the deletions left pending (a job that stopped without its worker finishing
+    them, blobs the store refused) and deletes the jobs past DFKD_RETENTION_DAYS. Returns how
+    many deletions finished and the ids of the expired jobs."""
+    with context.sessions() as session:
+        finished = finish_pending(session, context.blobs)
+        expired = expire_jobs(session, context.blobs, context.settings)
+    return finished, expired
 
 
 class LeaseReaper:
@@ -78,3 +92,9 @@ class LeaseReaper:
                 reap_once(self.context, self.enqueue)
             except Exception:  # the database or broker is away; the next pass retries
                 log.exception("lease reaper: pass failed; retrying in %.0fs", self.interval)
+            try:
+                tidy_once(self.context)
+            except Exception:  # the database or storage is away; the next pass retries
+                log.exception(
+                    "deletions and retention: pass failed; retrying in %.0fs", self.interval
+                )

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile, status
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import select
 
-from api.deps import BlobsDep, SessionDep, SettingsDep, TenantDep, owned
+from api.deletions import deletion_answer
+from api.deps import BlobsDep, KeyIdDep, SessionDep, SettingsDep, TenantDep, owned
 from api.errors import ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.quota_checks import claim_storage, refuse_over_storage
@@ -14,6 +15,7 @@ from api.uploads import refuse_declared_oversize, spool_upload, store_upload
 from core.dataset_scan import scan_labelled
 from core.datasets import DatasetFormatError
 from service.blob_keys import dataset_key
+from service.deletion import delete_dataset as delete_dataset_and_files
 from service.models import Dataset, new_id
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -109,3 +111,21 @@ def get_dataset(dataset_id: str, session: SessionDep, tenant: TenantDep) -> Data
     if dataset is None:
         raise ApiError(404, "not_found", f"no dataset {dataset_id!r}")
     return to_public(dataset)
+
+
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a dataset and its file",
+    description="Refused with 409 `dataset_in_use` (naming the jobs) while a queued or running "
+    "job reads it; finished jobs keep their reports and lose the reference.",
+)
+def delete_dataset(
+    dataset_id: str, session: SessionDep, tenant: TenantDep, key_id: KeyIdDep, blobs: BlobsDep
+) -> Response:
+    if owned(session, Dataset, dataset_id, tenant) is None:
+        raise ApiError(404, "not_found", f"no dataset {dataset_id!r}")
+    return deletion_answer(
+        lambda: delete_dataset_and_files(session, blobs, dataset_id, tenant, key_id)
+    )

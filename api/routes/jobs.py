@@ -9,9 +9,11 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.deletions import deletion_answer
 from api.deps import (
     BlobsDep,
     IdempotencyKey,
+    KeyIdDep,
     QueueDep,
     SessionDep,
     SettingsDep,
@@ -25,6 +27,7 @@ from api.job_specs import JobSpec, job_create_type
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.quota_checks import hold_job_slot
 from api.schemas import (
+    DeletionPublic,
     JobError,
     JobLinks,
     JobPublic,
@@ -38,6 +41,7 @@ from api.schemas import (
     as_utc,
 )
 from service.blobstore import BlobNotFoundError
+from service.deletion import delete_job as delete_job_and_files
 from service.idempotency import commit_once, request_fingerprint
 from service.job_state import CancelOutcome, add_event, fail_unqueued, request_cancel
 from service.models import (
@@ -49,6 +53,7 @@ from service.models import (
     new_id,
 )
 from service.queue import JobQueue, QueueUnavailableError
+from service.retention import drop_checkpoint
 from service.secret_box import encrypt_secret
 from service.time_limits import effective_time_limit
 from service.webhooks import deliver_job_webhook
@@ -245,6 +250,8 @@ def cancel_job(
     session: SessionDep,
     tenant: TenantDep,
     background: BackgroundTasks,
+    blobs: BlobsDep,
+    settings: SettingsDep,
 ) -> JobPublic:
     job = _job_or_404(session, job_id, tenant)
     outcome = request_cancel(session, job.id)
@@ -252,11 +259,33 @@ def cancel_job(
     session.refresh(job)
     if outcome == CancelOutcome.already_ended:
         raise ApiError(409, "job_finished", f"the job already ended as {job.status}")
-    if outcome == CancelOutcome.cancelled:  # it never started: no worker will send its webhook
+    if outcome == CancelOutcome.cancelled:  # no worker ends it: its webhook and checkpoint here
         background.add_task(
             deliver_job_webhook, request.app.state.sessions, request.app.state.settings, job.id
         )
+        background.add_task(drop_checkpoint, blobs, settings, job.id)
     return to_public(job, request)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a job and every file it made",
+    description="A queued job is cancelled and deleted at once; a running one is cancelled and "
+    "deleted once it has stopped (202 with the pending deletion); then GET answers 404.",
+    responses={
+        202: {
+            "model": DeletionPublic,
+            "description": "running jobs were cancelled; the object goes once they have stopped",
+        }
+    },
+)
+def delete_job(
+    job_id: str, session: SessionDep, tenant: TenantDep, key_id: KeyIdDep, blobs: BlobsDep
+) -> Response:
+    job = _job_or_404(session, job_id, tenant)
+    return deletion_answer(lambda: delete_job_and_files(session, blobs, job.id, tenant, key_id))
 
 
 @router.get("/{job_id}/metrics", summary="Metric time series")

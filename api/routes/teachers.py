@@ -5,11 +5,21 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile, status
 from sqlalchemy import select
 
-from api.deps import BlobsDep, IdempotencyKey, SessionDep, SettingsDep, TenantDep, owned, replay
+from api.deletions import deletion_answer
+from api.deps import (
+    BlobsDep,
+    IdempotencyKey,
+    KeyIdDep,
+    SessionDep,
+    SettingsDep,
+    TenantDep,
+    owned,
+    replay,
+)
 from api.errors import ApiError
 from api.pagination import CreatedRangeDep, PageAfter, PageLimit, fetch_page
 from api.quota_checks import claim_storage, refuse_over_storage
-from api.schemas import TeacherPublic, TeachersPublic, as_utc
+from api.schemas import DeletionPublic, TeacherPublic, TeachersPublic, as_utc
 from api.teacher_upload import (
     attach_metadata,
     attach_uploaded_metadata,
@@ -22,6 +32,7 @@ from api.teacher_upload import (
     upload_fingerprint,
 )
 from api.uploads import refuse_declared_oversize, spool_upload, store_upload
+from service.deletion import delete_teacher as delete_teacher_and_jobs
 from service.idempotency import commit_once
 from service.models import Teacher
 
@@ -199,3 +210,25 @@ def get_teacher(teacher_id: str, session: SessionDep, tenant: TenantDep) -> Teac
     if teacher is None:
         raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
     return to_public(teacher)
+
+
+@router.delete(
+    "/{teacher_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Delete a teacher, its jobs and every file they made",
+    responses={
+        202: {
+            "model": DeletionPublic,
+            "description": "running jobs were cancelled; the object goes once they have stopped",
+        }
+    },
+)
+def delete_teacher(
+    teacher_id: str, session: SessionDep, tenant: TenantDep, key_id: KeyIdDep, blobs: BlobsDep
+) -> Response:
+    if owned(session, Teacher, teacher_id, tenant) is None:
+        raise ApiError(404, "not_found", f"no teacher {teacher_id!r}")
+    return deletion_answer(
+        lambda: delete_teacher_and_jobs(session, blobs, teacher_id, tenant, key_id)
+    )

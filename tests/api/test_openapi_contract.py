@@ -98,4 +98,4 @@ def test_a_405_names_every_method_of_the_resource(client: TestClient) -> None:
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
     assert response.json()["error"]["code"] == "method_not_allowed"
-    assert client.patch("/v1/jobs/job_x").headers["allow"] == "GET"
+    assert client.patch("/v1/jobs/job_x").headers["allow"] == "GET, DELETE"

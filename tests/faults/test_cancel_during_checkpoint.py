@@ -90,7 +90,8 @@ def test_cancel_during_a_checkpoint_write_ends_cancelled_with_a_checkpoint_that_
         },
     ).json()
     store = StallingStore(settings.blob_dir)
-    context = make_context(settings)
+    # the checkpoint is what this test reads after the end: kept (by default it goes then)
+    context = make_context(settings.model_copy(update={"keep_checkpoints": True}))
     context.blobs = store
     runner = threading.Thread(target=run_job, args=(job["id"], context))
     runner.start()

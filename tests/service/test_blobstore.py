@@ -66,3 +66,29 @@ def test_s3_parts_stay_small_and_within_the_part_limit() -> None:
         size = s3_part_size(length)
         assert size >= S3_PART_BYTES
         assert -(-length // size) <= S3_MAX_PARTS, length
+
+
+def test_list_and_delete_by_prefix_take_the_folder_and_nothing_beside_it(
+    store: BlobStore,
+) -> None:
+    for key in ("jobs/job_1/checkpoint.pt", "jobs/job_1/samples/000000010.png", "jobs/job_10/x"):
+        store.put_bytes(key, b"x")
+    assert store.list_keys("jobs/job_1/") == [
+        "jobs/job_1/checkpoint.pt",
+        "jobs/job_1/samples/000000010.png",
+    ]
+    assert store.delete_prefix("jobs/job_1/") == 2
+    assert store.list_keys("jobs/job_1/") == []
+    assert not store.exists("jobs/job_1/checkpoint.pt")
+    assert store.exists("jobs/job_10/x")  # a longer id sharing the prefix's start stays
+    assert store.delete_prefix("jobs/job_1/") == 0  # again: nothing left, no error
+
+
+@pytest.mark.parametrize("prefix", ["", "/", "jobs/job_1", "../", "jobs/../", "jobs//", "jobs/"])
+def test_delete_by_prefix_refuses_anything_but_an_object_folder(
+    store: BlobStore, prefix: str
+) -> None:
+    store.put_bytes("jobs/job_1/a", b"x")
+    with pytest.raises(ValueError):
+        store.delete_prefix(prefix)
+    assert store.exists("jobs/job_1/a")

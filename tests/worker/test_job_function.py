@@ -131,9 +131,11 @@ def _quiet_threads() -> None:
     torch.set_num_threads(2)
 
 
-def test_cancelling_a_running_job_stops_it_and_keeps_its_last_checkpoint(
-    client: TestClient, settings: Settings, teacher_id: str
+@pytest.mark.parametrize("keep_checkpoints", [False, True])
+def test_cancelling_a_running_job_stops_it_and_drops_its_checkpoint_unless_kept(
+    client: TestClient, settings: Settings, teacher_id: str, keep_checkpoints: bool
 ) -> None:
+    settings = settings.model_copy(update={"keep_checkpoints": keep_checkpoints})
     job = client.post(
         "/v1/jobs",
         json={
@@ -155,5 +157,6 @@ def test_cancelling_a_running_job_stops_it_and_keeps_its_last_checkpoint(
     runner.join(60)
     final = client.get(f"/v1/jobs/{job['id']}").json()
     assert final["status"] == "cancelled" and final["progress"]["iteration"] < 100_000
-    assert (settings.blob_dir / "jobs" / job["id"] / "checkpoint.pt").is_file()
+    folder = settings.blob_dir / "jobs" / job["id"]
+    assert (folder / "checkpoint.pt").is_file() is keep_checkpoints
     assert client.get(f"/v1/jobs/{job['id']}/student").status_code == 409

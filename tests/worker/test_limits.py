@@ -31,7 +31,9 @@ def test_the_soft_time_limit_stops_the_job_at_a_checkpoint_with_time_limit(
         "/v1/jobs",
         json={"teacher_id": teacher_id, "iterations": 100_000, "checkpoint_every": 10, **TINY},
     ).json()
-    limited = settings.model_copy(update={"job_soft_time_limit_seconds": 2.0})
+    limited = settings.model_copy(
+        update={"job_soft_time_limit_seconds": 2.0, "keep_checkpoints": True}
+    )
     run_job(job["id"], make_context(limited))  # returns by itself: the limit ends it
 
     final = client.get(f"/v1/jobs/{job['id']}").json()
