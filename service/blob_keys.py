@@ -41,3 +41,7 @@ def samples_key(job_id: str, step: int) -> str:
 
 def transition_curves_key(job_id: str) -> str:
     return f"jobs/{job_id}/transition-curves.png"
+
+
+def synthetic_key(job_id: str) -> str:
+    return f"jobs/{job_id}/synthetic.npz"
