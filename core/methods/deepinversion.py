@@ -75,8 +75,15 @@ class DeepInversionConfig(MethodConfig):
     lr_inputs: float = hyperparameter(
         0.1, "Adam learning rate on the inputs (released script: 0.1; paper command 0.05)", gt=0
     )
-    bn: float = hyperparameter(
-        10.0, "weight of the BatchNorm-statistics loss (paper command: 10; script: 100)", ge=0
+    # with 100 steps the paper's 10 leaves the teacher calling a third of the inputs their class;
+    # 1 gives all of them (docs/methods.md, "DeepInversion")
+    bn: float | None = hyperparameter(
+        None,
+        "weight of the BatchNorm-statistics loss; unset: 10 on a GPU (paper command; script: "
+        "100), 1 on a CPU, where a batch gets 100 steps",
+        ge=0,
+        cpu=1.0,
+        gpu=10.0,
     )
     first_bn_weight: float = hyperparameter(
         10.0, "extra weight of the first BatchNorm layer's term (paper: 10)", ge=0
@@ -85,7 +92,11 @@ class DeepInversionConfig(MethodConfig):
     tv_l1: float = hyperparameter(0.0, "weight of the L1 total variation", ge=0)
     l2: float = hyperparameter(0.0, "weight of ||x||^2 (ImageNet script: 1e-5)", ge=0)
     jitter: int = hyperparameter(2, "largest random shift of the inputs each step, pixels", ge=0)
-    flip: bool = hyperparameter(True, "random horizontal flips each step")
+    flip: bool | None = hyperparameter(
+        None,
+        "random horizontal flips each step; unset: on for 3-channel images, off for 1-channel "
+        "ones (a mirrored digit is another symbol)",
+    )
     pool_size: int = hyperparameter(
         8192, "synthesised inputs kept for the student (oldest leave first)", ge=1, le=1_000_000
     )
@@ -105,6 +116,14 @@ class DeepInversionConfig(MethodConfig):
     batch_size: int = hyperparameter(256, "inputs per synthesised batch (script: 256)", ge=2)
 
     DATA_SIZE_FIELD = "pool_size"
+
+    def effective(
+        self, num_classes: int, input_shape: tuple[int, int, int] | None = None
+    ) -> DeepInversionConfig:
+        flip = self.flip
+        if flip is None and input_shape is not None:
+            flip = input_shape[0] == 3
+        return self.with_device_defaults(flip=flip)
 
     def data_bytes(self, num_classes: int, input_shape: tuple[int, ...]) -> int:
         per_input = 4 * (math.prod(input_shape) + num_classes)
@@ -158,6 +177,8 @@ class DeepInversion(MethodRun):
         inputs = noise.to(device).requires_grad_(True)
         targets = targets.to(device)
         optimizer = torch.optim.Adam([inputs], lr=config.lr_inputs, betas=(0.5, 0.9))
+        bn = config.bn
+        assert bn is not None, "call with config.effective(...)"
         student = context.student
         student.eval()  # the competition asks the student as it answers at inference
         student.requires_grad_(False)
@@ -175,7 +196,7 @@ class DeepInversion(MethodRun):
             terms["l2"] = inputs.pow(2).mean()
             loss = (
                 terms["cross_entropy"]
-                + config.bn * terms["bn"]
+                + bn * terms["bn"]
                 + config.tv_l2 * terms["tv_l2"]
                 + config.tv_l1 * terms["tv_l1"]
                 + config.l2 * terms["l2"]
