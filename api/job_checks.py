@@ -12,6 +12,7 @@ from api.deps import owned
 from api.errors import ApiError
 from api.job_specs import JobSpec
 from api.model_limits import refuse_oversized_model
+from core.batchnorm import planned_batchnorm_layers
 from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
@@ -108,10 +109,16 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
 
 
 def teacher_facts(teacher: Teacher) -> TeacherFacts:
+    registry_model = teacher.format == "safetensors"  # a program's layers are known to workers only
     return TeacherFacts(
         num_classes=teacher.num_classes,
         input_shape=tuple(teacher.input_shape),
         has_activation_record=teacher.metadata_key is not None,
+        batchnorm_layers=planned_batchnorm_layers(
+            teacher.architecture, **teacher.architecture_kwargs
+        )
+        if registry_model
+        else None,
     )
 
 

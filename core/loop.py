@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -38,6 +38,13 @@ CHECKPOINT_LAYOUT = 2  # the version of the dict `checkpoint` makes
 SAMPLE_IMAGES = 64
 
 
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+ClosableT = TypeVar("ClosableT", bound=Closable)
+
+
 class BudgetTooSmallError(RuntimeError):
     """The time budget ran out before the student learned anything."""
 
@@ -53,7 +60,7 @@ class MethodContext:
     teacher: nn.Module  # frozen, on the device
     student: nn.Module  # on the device, in train mode
     warn: Callable[[str], None]
-    _closing: list[ActivationRecorder] = field(default_factory=list)
+    _closing: list[Closable] = field(default_factory=list)
 
     def forward_of(self, module: nn.Module) -> nn.Module:
         """What the training passes call for `module` (acceleration applied); the module itself
@@ -79,10 +86,10 @@ class MethodContext:
         self.closes(teacher_taps)
         return teacher_taps, self.closes(student_taps)
 
-    def closes(self, recorder: ActivationRecorder) -> ActivationRecorder:
-        """`recorder` is closed when the run ends, however it ends."""
-        self._closing.append(recorder)
-        return recorder
+    def closes(self, hooks: ClosableT) -> ClosableT:
+        """`hooks` (forward hooks on the networks) are closed when the run ends, however it ends."""
+        self._closing.append(hooks)
+        return hooks
 
     def close(self) -> None:
         for recorder in self._closing:
@@ -126,6 +133,11 @@ class MethodRun:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         del state
+
+    def synthetic_set(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(inputs, the teacher's logits on them) a method synthesised and kept, if any: the job
+        publishes them so another student can be distilled from them without synthesis."""
+        return None
 
     def student_trained(self, step: int) -> bool:
         """Whether the student has learned by step `step` (a budget ending before is an error)."""
@@ -284,6 +296,7 @@ def run_phases(
     first_phase = int(resume_from.get("phase", 0)) if resume_from else 0
     offset = int(resume_from.get("phase_offset", 0)) if resume_from else 0
     metrics: dict[str, float] = {}
+    synthetic = None
     for index, phase in enumerate(phases):
         if index < first_phase:
             continue
@@ -303,6 +316,7 @@ def run_phases(
         finally:
             context.close()
         metrics |= loop.metrics
+        synthetic = run.synthetic_set() if index == 0 else synthetic
         offset += step
         task = replace(task, student=context.student)
     return DistillationResult(
@@ -311,4 +325,5 @@ def run_phases(
         metrics=metrics,
         elapsed_seconds=time.perf_counter() - started,
         warnings=warnings,
+        synthetic=synthetic,
     )

@@ -30,6 +30,7 @@ class TeacherFacts:
     num_classes: int
     input_shape: tuple[int, int, int]
     has_activation_record: bool = False
+    batchnorm_layers: int | None = None  # None: not known before a worker loads it (a program)
     task_type: str = "classification"
 
 
@@ -50,6 +51,19 @@ ACTIVATION_RECORD = Requirement(
         if teacher.has_activation_record
         else "reconstructs inputs from the teacher's activation record; upload the teacher with a "
         "`metadata` file (made by `dfkd record-metadata`) or add one with PUT /v1/teachers/{id}/metadata"
+    ),
+)
+
+
+BATCHNORM_STATISTICS = Requirement(
+    code="teacher_has_no_batchnorm",
+    summary="a teacher with BatchNorm layers: their running statistics are what inputs are "
+    "synthesised to match",
+    unmet=lambda teacher: (
+        "synthesises inputs that match the running statistics of the teacher's "
+        "BatchNorm layers, and this teacher has none"
+        if teacher.batchnorm_layers == 0
+        else None
     ),
 )
 
@@ -104,8 +118,18 @@ class MethodSpec:
         for requirement in self.requirements:
             message = requirement.unmet(teacher)
             if message is not None:
-                return requirement.code, f"method {self.name} {message}"
+                usable = [spec.name for spec in list_methods() if spec.serves(teacher)]
+                return (
+                    requirement.code,
+                    f"method {self.name} {message}; methods this teacher can run: "
+                    f"{', '.join(usable) or 'none'}",
+                )
         return None
+
+    def serves(self, teacher: TeacherFacts) -> bool:
+        return teacher.task_type in self.task_types and all(
+            requirement.unmet(teacher) is None for requirement in self.requirements
+        )
 
 
 _METHODS: dict[str, MethodSpec] = {}

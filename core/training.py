@@ -109,6 +109,8 @@ class DistillationResult:
     metrics: dict[str, float]
     elapsed_seconds: float
     warnings: list[str]
+    # (inputs, teacher logits) the method synthesised and kept (a pool), for the job's artifact
+    synthetic: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def seed_everything(seed: int) -> torch.Generator:

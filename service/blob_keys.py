@@ -43,6 +43,10 @@ def transition_curves_key(job_id: str) -> str:
     return f"jobs/{job_id}/transition-curves.png"
 
 
+def synthetic_key(job_id: str) -> str:
+    return f"jobs/{job_id}/synthetic.npz"
+
+
 # --- every key of one object starts with its prefix: deleting the prefix deletes the object's files
 
 

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         description="jobs whose method would hold more bytes of synthesised inputs (a metadata "
         "method's reconstructed set: samples x C x H x W float32) are refused with 422",
     )
+    max_synthetic_artifact_bytes: int = Field(
+        256 * 1024**2,
+        ge=0,
+        description="a pool method's synthesised inputs are published (GET /v1/jobs/{id}/synthetic) "
+        "up to this many bytes of float32 images and logits: the newest inputs that fit; 0 "
+        "publishes none",
+    )
     job_lease_seconds: float = Field(
         30,
         gt=0,

@@ -24,6 +24,7 @@ from core.method_registry import ACTIVATION_RECORD, MethodSpec, get_method
 from core.models import build, get_spec
 from core.programs import load_program
 from core.report import evaluate
+from core.synthetic import synthetic_npz
 from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import (
     WeightsError,
@@ -37,6 +38,7 @@ from service.blob_keys import (
     checkpoint_key,
     student_export_key,
     student_key,
+    synthetic_key,
     transition_curves_key,
 )
 from service.blobstore import BlobStoreError
@@ -205,6 +207,8 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
     student = result.student
     context.blobs.put_bytes(student_key(job.id), state_dict_bytes(student))
     _export_student(context, job, student, tuple(teacher.input_shape), result.steps)
+    if result.synthetic is not None:
+        _publish_synthetic(context, job, result.synthetic, result.steps)
 
     # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
     if job.evaluation_dataset_id:
@@ -254,6 +258,28 @@ def _export_student(
                 )
             )
             add_event(session, job.id, "info", message)
+
+
+def _publish_synthetic(
+    context: WorkerContext, job: Job, synthetic: tuple[torch.Tensor, torch.Tensor], step: int
+) -> None:
+    """The pool the method synthesised, for distilling more students without synthesis."""
+    data = synthetic_npz(*synthetic, context.settings.max_synthetic_artifact_bytes)
+    if data is None:
+        return
+    key = synthetic_key(job.id)
+    context.blobs.put_bytes(key, data)
+    with session_scope(context.sessions) as session:
+        session.add(
+            JobArtifact(
+                job_id=job.id,
+                kind="synthetic",
+                step=step,
+                blob_key=key,
+                content_type="application/octet-stream",
+            )
+        )
+        add_event(session, job.id, "info", f"synthetic set published ({len(data)} bytes)")
 
 
 def _load_metadata(context: WorkerContext, spec: MethodSpec, teacher: Teacher) -> Metadata:

@@ -490,3 +490,36 @@ def get_transition_curves(
     if key is None:
         raise ApiError(404, "not_found", "this job has no transition-curve plot")
     return _stream_blob(blobs, key, "image/png")
+
+
+@router.get(
+    "/{job_id}/synthetic",
+    summary="The synthesised inputs of a pool method (npz: images, teacher logits)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "npz with `images` [N, C, H, W] float32 in the teacher's normalised "
+            "input space and the teacher's `logits` [N, classes] on them",
+        }
+    },
+)
+def get_synthetic(
+    job_id: str, session: SessionDep, tenant: TenantDep, blobs: BlobsDep
+) -> StreamingResponse:
+    job = _job_or_404(session, job_id, tenant)
+    key = session.scalar(
+        select(JobArtifact.blob_key).where(
+            JobArtifact.job_id == job_id, JobArtifact.kind == "synthetic"
+        )
+    )
+    if key is None:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no synthetic set: the job is {job.status}, and only methods that keep a pool of "
+            "synthesised inputs publish one when they succeed (GET /v1/methods)",
+        )
+    return _stream_blob(blobs, key, "application/octet-stream", f"{job.id}-synthetic.npz")

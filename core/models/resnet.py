@@ -1,8 +1,10 @@
-"""ResNet-18/34 (He et al., 2016) in the CIFAR variant used by DFAD and ZSKT re-runs.
+"""ResNets (He et al., 2016) in the CIFAR variant: ResNet-18/34 (four stages, used by DFAD and
+ZSKT re-runs) and ResNet-8/20 (the paper's three-stage 6n+2 family, small BatchNorm teachers and
+students for MNIST-sized work on a CPU).
 
 The ImageNet stem (7x7 stride-2 conv + max-pool) would shrink a 32 px image to 8 px before the
-first stage; the CIFAR variant uses one 3x3 stride-1 conv and no pooling, so the four stages see
-32, 16, 8 and 4 px. Attention taps are the four stage outputs, layer1..layer4.
+first stage; the CIFAR variant uses one 3x3 stride-1 conv and no pooling, so the stages see 32,
+16, 8 (and 4) px. Attention taps are the stage outputs, layer1, layer2, ...
 """
 
 from __future__ import annotations
@@ -38,31 +40,35 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    """Stage i (from 0) has blocks[i] blocks of width * 2**i channels, stride 2 from the second."""
+
     def __init__(
-        self, blocks: tuple[int, int, int, int], num_classes: int, in_channels: int, width: int
+        self, blocks: tuple[int, ...], num_classes: int, in_channels: int, width: int
     ) -> None:
         super().__init__()
-        widths = (width, 2 * width, 4 * width, 8 * width)
+        widths = [width * 2**index for index in range(len(blocks))]
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         planes = width
-        stages = []
+        self.stages: list[nn.Sequential] = []
         for index, (count, out_planes) in enumerate(zip(blocks, widths, strict=True)):
             stride = 1 if index == 0 else 2
             layers = []
             for block in range(count):
                 layers.append(BasicBlock(planes, out_planes, stride if block == 0 else 1))
                 planes = out_planes
-            stages.append(nn.Sequential(*layers))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(widths[3], num_classes)
+            stage = nn.Sequential(*layers)
+            self.add_module(f"layer{index + 1}", stage)  # the names taps and checkpoints use
+            self.stages.append(stage)
+        self.fc = nn.Linear(widths[-1], num_classes)
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for stage in self.stages:
+            out = stage(out)
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
@@ -92,3 +98,25 @@ def resnet34(
     """ResNet-34, CIFAR stem (3x3 stride 1, no max-pool); taps after each of the four stages."""
     _check_size(image_size)
     return CifarResNet((3, 4, 6, 3), num_classes, in_channels, width)
+
+
+_THREE_STAGE_TAPS = ("layer1", "layer2", "layer3")
+_THREE_STAGE_BOUNDS = {"width": Bound(1, 256)}  # channels of the first stage (16 in the paper)
+
+
+@register_model(taps=_THREE_STAGE_TAPS, bounds=_THREE_STAGE_BOUNDS)
+def resnet8(
+    num_classes: int = 10, in_channels: int = 1, image_size: int = 32, width: int = 16
+) -> nn.Module:
+    """ResNet-8 (He et al.'s CIFAR 6n+2, n = 1): a small BatchNorm network for MNIST-sized work."""
+    _check_size(image_size)
+    return CifarResNet((1, 1, 1), num_classes, in_channels, width)
+
+
+@register_model(taps=_THREE_STAGE_TAPS, bounds=_THREE_STAGE_BOUNDS)
+def resnet20(
+    num_classes: int = 10, in_channels: int = 1, image_size: int = 32, width: int = 16
+) -> nn.Module:
+    """ResNet-20 (He et al.'s CIFAR 6n+2, n = 3): a BatchNorm teacher for MNIST-sized work."""
+    _check_size(image_size)
+    return CifarResNet((3, 3, 3), num_classes, in_channels, width)

@@ -3,15 +3,18 @@ and a job can run on a time budget instead of a number of iterations."""
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from safetensors.torch import save_file
 
 from api.main import create_app
 from core.datasets import LabelledImages
@@ -19,8 +22,10 @@ from core.evaluation import accuracy
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext, MethodRun
 from core.losses import kl_divergence
-from core.method_registry import register_method, unregister_method
+from core.method_registry import BATCHNORM_STATISTICS, register_method, unregister_method
 from core.models import build
+from core.pool import ImagePool
+from core.pool_student import PoolStudent
 from core.schedules import cosine, set_learning_rate
 from core.weights import load_weights, read_state_dict
 from service.queue import InProcessJobQueue
@@ -213,3 +218,101 @@ def test_a_budget_job_ends_succeeded_within_its_budget_with_a_usable_student(
     heldout = digits[1]
     student = downloaded_student(client, final)
     assert accuracy(student, heldout.images, heldout.labels) > 0.7
+
+
+# --- a pool method of this module's own: the BatchNorm requirement and the synthetic set
+
+
+@dataclass
+class NoisePoolConfig(MethodConfig):
+    iterations: int | None = hyperparameter(4, "batches of noise added to the pool", ge=1)
+    batch_size: int = hyperparameter(16, "noise inputs per batch", ge=2)
+    pool_size: int = hyperparameter(48, "inputs the pool keeps", ge=1)
+
+
+class NoisePool(MethodRun):
+    """Keeps noise and the teacher's logits on it in a pool; the student learns from the pool."""
+
+    config: NoisePoolConfig
+
+    def __init__(self, context: MethodContext) -> None:
+        super().__init__(context)
+        self.pool = ImagePool(self.config.pool_size)
+        self.student = PoolStudent(context, lr=0.01, temperature=4, weight_decay=0, seed=0)
+
+    def step(self, step: int, fraction: float) -> None:
+        noise = torch.randn(self.config.batch_size, *self.context.task.input_shape)
+        with torch.no_grad():
+            self.pool.add(noise, self.context.teacher(noise))
+        self.student.train(self.pool, 2, self.config.batch_size, fraction)
+
+    def metrics(self, step: int) -> dict[str, float]:
+        return {**self.student.metrics(), "pool_size": float(len(self.pool))}
+
+    def synthetic_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.pool.images, self.pool.logits
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool.state_dict(), "student": self.student.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool.load_state_dict(state["pool"])
+        self.student.load_state_dict(state["student"])
+
+
+@pytest.fixture
+def pool_client(settings: Settings) -> Iterator[TestClient]:
+    register_method(
+        "noise_pool",
+        title="NoisePool",
+        summary="noise inputs in a pool (a test's own method that needs BatchNorm statistics)",
+        paper="none: written inside tests/api/test_method_seam.py",
+        config=NoisePoolConfig,
+        requirements=(BATCHNORM_STATISTICS,),
+    )(NoisePool)
+    with TestClient(create_app(settings, queue=InProcessJobQueue())) as client:
+        yield client
+    unregister_method("noise_pool")
+
+
+def test_a_pool_method_needs_batchnorm_and_publishes_its_synthetic_set(
+    pool_client: TestClient, settings: Settings, teacher_file: Path, tmp_path: Path
+) -> None:
+    lenet_teacher = upload_lenet_teacher(pool_client, teacher_file)
+    refused = pool_client.post(
+        "/v1/jobs", json=job_body(lenet_teacher, method="noise_pool", iterations=4)
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "teacher_has_no_batchnorm"
+    assert "method noise_pool" in error["message"]
+    assert "methods this teacher can run: dfad, zskt" in error["message"]
+
+    torch.manual_seed(0)
+    bn_teacher = build("resnet8", width=4).eval()  # untrained: the mechanics are under test
+    path = tmp_path / "resnet8.safetensors"
+    save_file(bn_teacher.state_dict(), str(path))
+    with path.open("rb") as handle:
+        uploaded = pool_client.post(
+            "/v1/teachers",
+            files={"file": ("resnet8.safetensors", handle)},
+            data={"architecture": "resnet8", "architecture_kwargs": '{"width": 4}'},
+        )
+    assert uploaded.status_code == 201, uploaded.text
+    job = pool_client.post(
+        "/v1/jobs", json=job_body(uploaded.json()["id"], method="noise_pool", iterations=4)
+    )
+    assert job.status_code == 202, job.text
+    assert pool_client.get(f"/v1/jobs/{job.json()['id']}/synthetic").status_code == 404
+    run_job(job.json()["id"], make_context(settings))
+
+    final = pool_client.get(f"/v1/jobs/{job.json()['id']}").json()
+    assert final["status"] == "succeeded", final["error"]
+    assert final["metrics"]["pool_size"] == 48  # 4 batches of 16, bounded to 48
+    synthetic = pool_client.get(f"/v1/jobs/{final['id']}/synthetic", params={"delivery": "stream"})
+    assert synthetic.status_code == 200
+    arrays = np.load(io.BytesIO(synthetic.content))
+    images, logits = torch.from_numpy(arrays["images"]), torch.from_numpy(arrays["logits"])
+    assert images.shape == (48, 1, 32, 32) and logits.shape == (48, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(bn_teacher(images), logits)
