@@ -21,7 +21,7 @@ from core.datasets import (
     DatasetFormatError,
     check_npz_members,
     read_npy_header,
-    refuse_past_cap,
+    safetensors_entries,
 )
 
 CHUNK_BYTES = 8 * 1024 * 1024  # per read: the scan's memory is a few of these, whatever the file
@@ -105,21 +105,9 @@ def _file_span_chunks(path: Path, start: int, end: int, dtype: np.dtype) -> Iter
 
 
 def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, StoredArray]:
-    from core.weights import safetensors_header, validate_safetensors
-
-    validate_safetensors(path)
-    data_start, header = safetensors_header(path)
-    spans = [header[name]["data_offsets"] for name in NPZ_ARRAYS if name in header]
-    refuse_past_cap(sum(end - start for start, end in spans), max_array_bytes)
+    data_start, entries = safetensors_entries(path, max_array_bytes)
     arrays = {}
-    for name in NPZ_ARRAYS:
-        if name not in header:
-            continue
-        info = header[name]
-        if info["dtype"] not in NUMPY_DTYPES:
-            raise DatasetFormatError(
-                f"array {name!r} has dtype {info['dtype']}, which numpy cannot hold"
-            )
+    for name, info in entries.items():
         dtype = np.dtype(NUMPY_DTYPES[info["dtype"]])
         start, end = info["data_offsets"]
         chunks = partial(_file_span_chunks, path, data_start + start, data_start + end, dtype)

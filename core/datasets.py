@@ -7,7 +7,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.lib.format as npy_format
@@ -161,28 +161,39 @@ NUMPY_DTYPES = {
 }  # fmt: skip
 
 
-def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, np.ndarray]:
-    """`images` and `labels` read straight from the file into their arrays (one copy, no
-    intermediate buffer), after the header was checked against the file's size."""
+def safetensors_entries(
+    path: Path, max_array_bytes: int | None
+) -> tuple[int, dict[str, dict[str, Any]]]:
+    """The file's data offset and the header entries of `images` and `labels`, once the header
+    was checked against the file's size, the arrays against the cap and their dtypes against
+    numpy's."""
     from core.weights import safetensors_header, validate_safetensors
 
     validate_safetensors(path)
     data_start, header = safetensors_header(path)
-    spans = [header[name]["data_offsets"] for name in NPZ_ARRAYS if name in header]
+    entries = {name: header[name] for name in NPZ_ARRAYS if name in header}
+    spans = [info["data_offsets"] for info in entries.values()]
     refuse_past_cap(sum(end - start for start, end in spans), max_array_bytes)
-    arrays = {}
-    for name in NPZ_ARRAYS:
-        if name not in header:
-            continue
-        info = header[name]
+    for name, info in entries.items():
         if info["dtype"] not in NUMPY_DTYPES:
             raise DatasetFormatError(
                 f"array {name!r} has dtype {info['dtype']}, which numpy cannot hold"
             )
+    return data_start, entries
+
+
+def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, np.ndarray]:
+    """`images` and `labels` read straight from the file into their arrays (one copy, no
+    intermediate buffer)."""
+    data_start, entries = safetensors_entries(path, max_array_bytes)
+    arrays = {}
+    for name, info in entries.items():
         start, _ = info["data_offsets"]
-        count = math.prod(info["shape"])
         values = np.fromfile(
-            path, dtype=NUMPY_DTYPES[info["dtype"]], count=count, offset=data_start + start
+            path,
+            dtype=NUMPY_DTYPES[info["dtype"]],
+            count=math.prod(info["shape"]),
+            offset=data_start + start,
         )
         arrays[name] = values.reshape(info["shape"])
     return arrays
