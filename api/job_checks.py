@@ -109,16 +109,16 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
 
 
 def teacher_facts(teacher: Teacher) -> TeacherFacts:
-    registry_model = teacher.format == "safetensors"  # a program's layers are known to workers only
+    def count_batchnorm() -> int | None:
+        if teacher.format != "safetensors":  # a program's layers are known to workers only
+            return None
+        return planned_batchnorm_layers(teacher.architecture, **teacher.architecture_kwargs)
+
     return TeacherFacts(
         num_classes=teacher.num_classes,
         input_shape=tuple(teacher.input_shape),
         has_activation_record=teacher.metadata_key is not None,
-        batchnorm_layers=planned_batchnorm_layers(
-            teacher.architecture, **teacher.architecture_kwargs
-        )
-        if registry_model
-        else None,
+        count_batchnorm=count_batchnorm,
     )
 
 
@@ -178,36 +178,37 @@ def checked_job(
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
     spec = get_method(body.method)  # the body's union admits registered methods only
-    config = _method_config(spec, body, settings)
+    device = planned_device(settings)
+    config = _method_config(spec, body, device)
     _refuse_oversized_data(config, teacher, settings.max_lopes_sample_bytes)
     unmet = spec.unmet_requirement(teacher_facts(teacher))
     if unmet is not None:
         raise ApiError(422, *unmet)
     _check_budget(body.budget_seconds, body.time_limit_seconds, settings)
     _check_webhook(body, settings)
-    return teacher, student_kwargs, _shown(spec, config, teacher, body, settings)
+    return teacher, student_kwargs, _shown(spec, config, teacher, body, device)
 
 
-def _method_config(spec: MethodSpec, body: JobSpec, settings: Settings) -> MethodConfig:
+def _method_config(spec: MethodSpec, body: JobSpec, device: str | None) -> MethodConfig:
     return spec.build_config(
         body.hyperparameters.model_dump(),
         iterations=body.iterations,
         batch_size=body.batch_size,
         budget_seconds=body.budget_seconds,
         seed=body.seed,
-        device=planned_device(settings) or "cpu",
+        device=device or "cpu",
     )
 
 
 def _shown(
-    spec: MethodSpec, config: MethodConfig, teacher: Teacher, body: JobSpec, settings: Settings
+    spec: MethodSpec, config: MethodConfig, teacher: Teacher, body: JobSpec, device: str | None
 ) -> dict[str, Any]:
     """The method's config with every derived default filled in, as the job shows it."""
     try:
         effective = asdict(config.effective(teacher.num_classes, tuple(teacher.input_shape)))
     except ValueError as error:
         raise ApiError(422, "validation_error", f"hyperparameters: {error}") from None
-    if planned_device(settings) is None:  # the worker's device decides these when it starts
+    if device is None:  # the worker's device decides these when it starts
         requested = body.hyperparameters.model_dump()
         effective |= {
             info.name: None

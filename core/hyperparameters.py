@@ -64,7 +64,7 @@ class MethodConfig:
         del num_classes, input_shape
         return 0
 
-    def on_device(self, name: str, field_name: str) -> Any:
+    def on_device(self, field_name: str) -> Any:
         """The field's value, or the default for the device when it is unset."""
         value = getattr(self, field_name)
         if value is not None:
@@ -83,7 +83,7 @@ class MethodConfig:
 
     def with_device_defaults(self, **values: Any) -> Any:
         filled = {
-            f.name: self.on_device(self.device, f.name)
+            f.name: self.on_device(f.name)
             for f in dataclasses.fields(self)
             if f.metadata.get("device_defaults")
         }

@@ -31,6 +31,7 @@ from core.training import (
     frozen,
     restore_rng_state,
     rng_state,
+    run_fraction,
     seed_everything,
 )
 
@@ -202,10 +203,8 @@ class _Loop:
         self.metrics: dict[str, float] = {}
 
     def fraction(self, done: int, elapsed: float) -> float:
-        parts = [done / self.config.iterations] if self.config.iterations else []
-        if self.config.budget_seconds:
-            parts.append(elapsed / self.config.budget_seconds)
-        return min(1.0, max(parts, default=0.0))
+        config = self.config
+        return run_fraction(done, config.iterations, elapsed, config.budget_seconds, unknown=0.0)
 
     def execute(self, index: int, start: int, elapsed_before: float) -> int:
         """Steps start+1.. to the end of the phase; returns the last."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -23,15 +24,21 @@ if TYPE_CHECKING:
 TASK_TYPES = ("classification",)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TeacherFacts:
     """What is known of a teacher before a job runs: enough to decide a method's requirements."""
 
     num_classes: int
     input_shape: tuple[int, int, int]
     has_activation_record: bool = False
-    batchnorm_layers: int | None = None  # None: not known before a worker loads it (a program)
+    # counts the teacher's BatchNorm layers (None: not known before a worker loads it, a
+    # program), asked only when a requirement needs it: it builds the model on the meta device
+    count_batchnorm: Callable[[], int | None] = lambda: None
     task_type: str = "classification"
+
+    @functools.cached_property
+    def batchnorm_layers(self) -> int | None:
+        return self.count_batchnorm()
 
 
 @dataclass(frozen=True)
@@ -95,12 +102,13 @@ class MethodSpec:
         """The method's config from a job's `hyperparameters` and its run fields (iterations,
         budget_seconds, batch_size, seed, device): the one place the API, the worker and the CLI
         make one."""
+        if set(run) - set(JOB_FIELDS):
+            raise TypeError(f"run fields are {JOB_FIELDS}, got {sorted(run)}")
         names = {info.name for info in self.hyperparameters()}
         unknown = sorted(set(hyperparameters) - names)
-        if unknown or set(run) - set(JOB_FIELDS):
+        if unknown:
             raise ValueError(
-                f"unknown hyperparameter(s) {unknown or sorted(set(run) - set(JOB_FIELDS))} for "
-                f"{self.name}; known: {sorted(names)}"
+                f"unknown hyperparameter(s) {unknown} for {self.name}; known: {sorted(names)}"
             )
         return self.config(**hyperparameters, **run)
 

@@ -37,6 +37,17 @@ class CancelledError(RuntimeError):
         self.step = step
 
 
+def run_fraction(
+    done: int, total: int | None, elapsed: float, budget: float | None, unknown: float = 1.0
+) -> float:
+    """The fraction of a run done: of its steps or of its budget's seconds, whichever is further
+    along, at most 1; `unknown` when it has neither."""
+    parts = [done / total] if total else []
+    if budget:
+        parts.append(elapsed / budget)
+    return min(1.0, max(parts)) if parts else unknown
+
+
 @dataclass(frozen=True)
 class Progress:
     step: int  # iterations completed
@@ -51,10 +62,7 @@ class Progress:
     @property
     def fraction(self) -> float:
         """Of iterations or of the budget, whichever is further along (the run ends at 1)."""
-        done = [self.step / self.total] if self.total else []
-        if self.budget_seconds:
-            done.append(self.elapsed_seconds / self.budget_seconds)
-        return min(1.0, max(done)) if done else 1.0
+        return run_fraction(self.step, self.total, self.elapsed_seconds, self.budget_seconds)
 
     @property
     def eta_seconds(self) -> float | None:
