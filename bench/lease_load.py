@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-import psycopg
-from service_harness import command_line, machine, machine_line, save_results
+from service_harness import (
+    command_line,
+    machine,
+    machine_line,
+    postgres_database,
+    save_results,
+)
 from sqlalchemy import text
 
 from service.db import session_scope
@@ -35,20 +38,6 @@ from service.settings import Settings
 from worker.context import make_context
 from worker.lease import LeaseKeeper
 from worker.reaper import reap_once
-
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    name = f"dfkd_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def running_jobs(settings: Settings, count: int) -> list[str]:

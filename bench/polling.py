@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from service_harness import (
     free_port,
     machine,
     machine_line,
+    postgres_database,
     save_results,
     start_api,
     start_process,
@@ -47,23 +47,8 @@ from service_harness import (
 from core.models import build
 
 BENCH = Path(__file__).resolve().parent
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SATURATION_RATES = (100, 200, 300, 400, 600, 800, 1000, 1500, 2000)
 TARGET_P99_MS, SATURATED_P99_MS = 25.0, 100.0
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"dfkd_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextmanager
