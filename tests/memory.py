@@ -11,15 +11,14 @@ CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def reset_peak_rss(pid: int | str = "self") -> None:
-    """Make the peak equal to the current resident size. In this process, freed heap memory is
-    first handed back to the kernel: a test that ran a job before keeps it (core/allocator.py),
-    and a measured request would reuse it unseen instead of growing the resident size."""
-    if pid == "self":
-        release_freed_memory()
+    """Make the peak equal to the current resident size."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def release_freed_memory() -> None:
+    """Hand this process's freed heap back to the kernel: after a job ran in the process it is
+    kept (core/allocator.py), and a measured request would reuse it unseen instead of growing
+    the resident size."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing kept to release
         ctypes.CDLL(None).malloc_trim(0)
 

@@ -24,7 +24,7 @@ from core.models import build
 from service.migrate import upgrade_to_head
 from service.queue import InProcessJobQueue
 from service.settings import Settings
-from tests.memory import CLEAR_REFS, peak_rss, reset_peak_rss
+from tests.memory import CLEAR_REFS, peak_rss, release_freed_memory, reset_peak_rss
 
 MiB = 1024 * 1024
 T = TypeVar("T")
@@ -66,6 +66,7 @@ def record_for(model: nn.Module, shape: tuple[int, ...], record: str = "all_laye
 
 
 def measured(call: Callable[[], T]) -> tuple[T, int]:
+    release_freed_memory()
     reset_peak_rss()
     start = peak_rss()
     result = call()
