@@ -46,6 +46,30 @@ def teacher_file(mnist_teacher: nn.Module, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.fixture(scope="session")
+def batchnorm_teacher(digits: tuple[LabelledImages, LabelledImages]) -> nn.Module:
+    """A small BatchNorm teacher (ResNet-8, width 8) for the methods that read BN statistics:
+    about 96% on the held-out digits after 6 epochs, ~15 s here."""
+    torch.manual_seed(0)
+    train, heldout = digits
+    teacher = train_classifier(build("resnet8", width=8), train, epochs=6, seed=0)
+    assert accuracy(teacher, heldout.images, heldout.labels) > 0.93, (
+        "the BatchNorm test teacher did not train"
+    )
+    return teacher
+
+
+@pytest.fixture(scope="session")
+def batchnorm_teacher_file(
+    batchnorm_teacher: nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The BatchNorm teacher's safetensors; upload it with architecture "resnet8" and
+    architecture_kwargs {"width": 8}."""
+    path = tmp_path_factory.mktemp("teacher") / "resnet8.safetensors"
+    save_file(batchnorm_teacher.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def heldout_file(
     digits: tuple[LabelledImages, LabelledImages], tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
