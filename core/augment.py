@@ -39,3 +39,19 @@ def jitter(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> 
         return images
     shifts = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
     return torch.roll(images, shifts=shifts, dims=(2, 3))
+
+
+def random_resized_crop(
+    images: torch.Tensor, min_scale: float, generator: torch.Generator
+) -> torch.Tensor:
+    """A random square crop of each image covering between `min_scale` and all of its area,
+    resized back to the image's size (bilinear): CMI's "local view"."""
+    count = len(images)
+    sides = (min_scale + (1 - min_scale) * torch.rand(count, generator=generator)).sqrt()
+    # the crop's centre may lie anywhere that keeps the crop inside the image
+    centres = (1 - sides)[:, None] * (2 * torch.rand(count, 2, generator=generator) - 1)
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = sides
+    theta[:, :, 2] = centres
+    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), False)
+    return F.grid_sample(images, grid, mode="bilinear", align_corners=False)

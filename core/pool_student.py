@@ -1,9 +1,14 @@
 """The student's side of the pool methods (DeepInversion, CMI, FastDFKD): knowledge distillation
-at temperature T on batches drawn from the pool of synthesised inputs, with the teacher's logits
-stored beside them (docs/methods.md, "BatchNorm statistics")."""
+at temperature T on batches drawn from the pool of synthesised inputs (docs/methods.md,
+"BatchNorm statistics").
+
+With an `augmentation` the drawn batch is augmented (random crop, flip) and the teacher answers
+on the augmented inputs, as in the released Fast-Datafree training; without one the teacher's
+logits stored in the pool are used and no teacher pass is needed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -12,6 +17,8 @@ from core.loop import MethodContext
 from core.losses import agreement, kl_divergence
 from core.pool import ImagePool
 from core.schedules import cosine, set_learning_rate
+
+Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class PoolStudent:
@@ -25,8 +32,10 @@ class PoolStudent:
         temperature: float,
         weight_decay: float,
         seed: int,
+        augmentation: Augmentation | None = None,
     ) -> None:
         self.context, self.lr, self.temperature = context, lr, temperature
+        self.augmentation = augmentation
         self.optimizer = torch.optim.SGD(
             context.student.parameters(),
             lr=lr,
@@ -34,6 +43,8 @@ class PoolStudent:
             weight_decay=weight_decay,
             **context.speed.optimizer_options(),
         )
+        self.run_teacher = context.forward_of(context.teacher)
+        self.run_student = context.forward_of(context.student)
         self.draws = torch.Generator().manual_seed(seed * 31 + 7)
         self.latest: dict[str, torch.Tensor] = {}
 
@@ -42,8 +53,14 @@ class PoolStudent:
         device = self.context.device
         for _ in range(steps):
             images, teacher_logits = pool.sample(batch_size, self.draws)
-            images, teacher_logits = images.to(device), teacher_logits.to(device)
-            student_logits = self.context.student(images)
+            images = images.to(device)
+            if self.augmentation is None:
+                teacher_logits = teacher_logits.to(device)
+            else:
+                images = self.augmentation(images, self.draws)
+                with torch.no_grad():
+                    teacher_logits = self.run_teacher(images)
+            student_logits = self.run_student(images)
             loss = self.temperature**2 * kl_divergence(
                 teacher_logits, student_logits, self.temperature
             )

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.adversarial import AdversarialRun
+from core.datasets import is_mnist_like
 from core.generators import build_generator, generator_for, generator_names
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext
@@ -41,12 +42,6 @@ PAPER_GENERATOR_WIDTH, CPU_GENERATOR_WIDTH = 1.0, 0.25
 # The paper's per-data-set student settings (SGD, momentum 0.9).
 CIFAR_LR, CIFAR_WEIGHT_DECAY = 0.1, 5e-4
 MNIST_LR, MNIST_WEIGHT_DECAY = 0.01, 1e-4
-
-
-def is_mnist_like(input_shape: tuple[int, int, int]) -> bool:
-    """Single-channel inputs of at most 32 px get the paper's MNIST settings."""
-    channels, height, width = input_shape
-    return channels == 1 and max(height, width) <= 32
 
 
 @dataclass
