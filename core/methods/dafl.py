@@ -99,19 +99,24 @@ class DAFLConfig(MethodConfig):
         le=1000,
     )
     one_hot: float | None = hyperparameter(
-        None, "weight of the one-hot loss; unset: 1 MNIST, 0.05 CIFAR-10, 0.5 CIFAR-100", ge=0
+        None,
+        "weight of the one-hot loss; unset: 1 MNIST, 0.05 CIFAR-10, 0.5 CIFAR-100",
+        ge=0,
+        le=1e4,
     )
     activation: float | None = hyperparameter(
         None,
         "weight of the activation loss (-mean |features| at the teacher's classifier input); "
         "unset: 0.1 MNIST, 0.01 CIFAR-10, 0.1 CIFAR-100",
         ge=0,
+        le=1e4,
     )
     information_entropy: float | None = hyperparameter(
         None,
         "weight of the information-entropy loss in nats; unset: the released 5 (20 for "
         "CIFAR-100) on log10 entropy, divided by ln 10: 2.17 (8.69)",
         ge=0,
+        le=1e4,
     )
     temperature: float = hyperparameter(
         1.0, "KD temperature of the student's loss, scaled by T^2 (released: 1)", gt=0, le=100
@@ -180,7 +185,7 @@ class DAFLConfig(MethodConfig):
     paper="Chen, Wang, Xu, Yang, Liu, Shi, Xu, Xu & Tian, Data-Free Learning of Student "
     "Networks, ICCV 2019",
     config=DAFLConfig,
-    example={"generator_width": 0.25, "lr_generator": 0.02},
+    example={"generator_width": 0.25},
 )
 class DAFL(AdversarialRun):
     """One iteration: a generator step on one z batch against the teacher alone, then

@@ -50,16 +50,20 @@ class DFQConfig(MethodConfig):
     bn: float = hyperparameter(
         1.0, "weight of the BatchNorm-statistics loss (Fast-Datafree: 1)", ge=0, le=1e4
     )
-    one_hot: float = hyperparameter(1.0, "weight of the one-hot loss (Fast-Datafree: 1)", ge=0)
+    one_hot: float = hyperparameter(
+        1.0, "weight of the one-hot loss (Fast-Datafree: 1)", ge=0, le=1e4
+    )
     adv: float = hyperparameter(
         1.0,
         "weight of the adversarial term, -KL(teacher || student) (Fast-Datafree: 1)",
         ge=0,
+        le=1e4,
     )
     balance: float = hyperparameter(
         20.0,
         "weight of the class-balance term, -H(batch-mean softmax) in nats (Fast-Datafree: 20)",
         ge=0,
+        le=1e4,
     )
     generator_steps: int = hyperparameter(
         1, "generator steps per iteration (Fast-Datafree: 1)", ge=0, le=100
@@ -68,10 +72,16 @@ class DFQConfig(MethodConfig):
         10, "student KD steps per iteration, a fresh batch each (Fast-Datafree: 10)", ge=1, le=1000
     )
     temperature: float = hyperparameter(
-        20.0, "KD temperature of the student's loss, scaled by T^2 (Fast-Datafree: 20)", gt=0
+        20.0,
+        "KD temperature of the student's loss, scaled by T^2 (Fast-Datafree: 20)",
+        gt=0,
+        le=100,
     )
     lr_generator: float = hyperparameter(
-        1e-3, "Adam learning rate of the generator, betas (0.5, 0.999) (Fast-Datafree: 1e-3)", gt=0
+        1e-3,
+        "Adam learning rate of the generator, betas (0.5, 0.999) (Fast-Datafree: 1e-3)",
+        gt=0,
+        le=10,
     )
     lr_student: float = hyperparameter(
         0.1,
@@ -130,7 +140,13 @@ class DFQ(AdversarialRun):
                 generator_for(input_shape), config.z_dim, input_shape, config.generator_width
             )
         )
-        self.statistics = context.closes(BatchNormStatistics(context.teacher))
+        try:
+            self.statistics = context.closes(BatchNormStatistics(context.teacher))
+        except ValueError:  # a program teacher: its layers are known only here
+            raise ValueError(
+                "method dfq matches the running statistics of the teacher's BatchNorm layers, "
+                "and this teacher has none"
+            ) from None
         options = context.speed.optimizer_options()
         self.optimizer_generator = torch.optim.Adam(
             self.generator.parameters(), lr=config.lr_generator, betas=(0.5, 0.999), **options
