@@ -173,7 +173,8 @@ def _progress_hooks(bar: Any, out: Any, method: str) -> Any:
 
 
 def _task(args: argparse.Namespace, spec: Any) -> Any:
-    from core.method_registry import ACTIVATION_RECORD
+    from core.batchnorm import batchnorm_layers
+    from core.method_registry import ACTIVATION_RECORD, TeacherFacts
     from core.models import get_spec
     from core.training import DistillationTask
 
@@ -187,6 +188,15 @@ def _task(args: argparse.Namespace, spec: Any) -> Any:
                 f"--method {spec.name} needs --metadata (made by `dfkd record-metadata`)"
             )
         metadata = load_metadata(args.metadata)
+    facts = TeacherFacts(
+        num_classes,
+        input_shape,
+        has_activation_record=metadata is not None,
+        count_batchnorm=lambda: len(batchnorm_layers(teacher)),
+    )
+    unmet = spec.unmet_requirement(facts)
+    if unmet is not None:
+        raise SystemExit(f"{unmet[0]}: {unmet[1]}")
     return DistillationTask(
         teacher,
         student,

@@ -65,8 +65,13 @@ class AdversarialRun(MethodRun):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: part.state_dict() for name, part in self._parts().items()}
+        # the fresh draws too: the metrics' batches also move the generator's BatchNorm running
+        # statistics (train mode), which the sample grids use
+        state = {name: part.state_dict() for name, part in self._parts().items()}
+        return state | {"fresh_draws": self.fresh_draws.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name, part in self._parts().items():
             part.load_state_dict(state[name])
+        if "fresh_draws" in state:  # checkpoints written before it was kept have none
+            self.fresh_draws.set_state(state["fresh_draws"])

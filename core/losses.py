@@ -70,3 +70,34 @@ def attention_loss(
 def agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:
     """Fraction of inputs on which both networks predict the same class."""
     return (teacher_logits.argmax(dim=1) == student_logits.argmax(dim=1)).float().mean().item()
+
+
+def distillation_loss(
+    teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Hinton's KD loss: T^2 * KL(softmax(t/T) || softmax(s/T)); the T^2 keeps the gradient's
+    size independent of the temperature."""
+    return temperature**2 * kl_divergence(teacher_logits, student_logits, temperature)
+
+
+def one_hot_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the teacher's logits to their own argmax (DAFL's L_oh): low when the
+    teacher is sure of a class, as it is on real images."""
+    with float32_math(teacher_logits):
+        logits = at_least_float32(teacher_logits)
+        return F.cross_entropy(logits, logits.detach().argmax(dim=1))
+
+
+def information_entropy_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
+    """-H(mean softmax over the batch), in nats (DAFL's L_ie, DFQ's batch balance term): lowest
+    (-log C) when the batch's classes are equally frequent."""
+    with float32_math(teacher_logits):
+        mean = F.softmax(at_least_float32(teacher_logits), dim=1).mean(dim=0)
+        return (mean * torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))).sum()
+
+
+def activation_loss(features: torch.Tensor) -> torch.Tensor:
+    """-mean |f| of the teacher's features (DAFL's L_a): real images excite the features that
+    feed the classifier more than noise does."""
+    with float32_math(features):
+        return -at_least_float32(features).abs().mean()

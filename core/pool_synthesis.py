@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from core.augment import random_crop, random_flip
 from core.batchnorm import BatchNormStatistics
-from core.datasets import is_mnist_like
+from core.generators import is_mnist_like
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext, MethodRun
 from core.pool import ImagePool

@@ -129,3 +129,36 @@ def attention_recorders(
         ActivationRecorder(student, tuple(s for _, s in pairs)),
         warning,
     )
+
+
+def classifier_input_layer(model: nn.Module) -> nn.Linear | None:
+    """The layer whose input is the features a network classifies: its first nn.Linear (the
+    input of the fully-connected head, as DAFL's released code takes for LeNet-5 and ResNet), or
+    its last where every layer is linear (an MLP's first one reads the pixels). None when the
+    model has no nn.Linear (a compiled program)."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        return None
+    convolutional = any(isinstance(module, nn.modules.conv._ConvNd) for module in model.modules())
+    return linears[0] if convolutional else linears[-1]
+
+
+class InputRecorder:
+    """Keeps the latest input of one module, flattened per example; close it when done."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.latest: torch.Tensor | None = None
+        self._handle = module.register_forward_hook(self._keep)
+
+    def _keep(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output: object) -> None:
+        self.latest = inputs[0].flatten(1)
+
+    @property
+    def features(self) -> torch.Tensor:
+        if self.latest is None:
+            raise RuntimeError("the recorded module was not reached by a forward pass")
+        return self.latest
+
+    def close(self) -> None:
+        self._handle.remove()
+        self.latest = None

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.adversarial import AdversarialRun
-from core.datasets import is_mnist_like
-from core.generators import build_generator, generator_for, generator_names
+from core.generators import build_scaled_generator, generator_for, is_mnist_like
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext
 from core.losses import agreement, at_least_float32, float32_math, kl_divergence
@@ -34,9 +33,8 @@ from core.schedules import set_learning_rate, step_decay
 PAPER_LR_MILESTONES = (0.4, 0.8)
 LR_DECAY = 0.1
 
-# The paper's generator widths: DAFL/generator A has 128 channels after the projection
-# (DFAD's ngf = 64, doubled); DCGAN/generator B is parameterised by a multiplier of ngf = 64.
-PAPER_DAFL_WIDTH = 128
+# The paper's generator widths: multiples of generator A's 128 channels and of generator B's
+# ngf = 64 (core/generators.py, build_scaled_generator).
 PAPER_GENERATOR_WIDTH, CPU_GENERATOR_WIDTH = 1.0, 0.25
 
 # The paper's per-data-set student settings (SGD, momentum 0.9).
@@ -137,13 +135,7 @@ def build_dfad_generator(
     name: str, z_dim: int, input_shape: tuple[int, int, int], width: float
 ) -> nn.Module:
     """A registered generator at `width` times the paper's width for this input shape."""
-    if name not in generator_names():
-        raise ValueError(f"unknown generator {name!r}; the generators are {generator_names()}")
-    channels, size, _ = input_shape
-    scaled: float | int = (
-        max(2, round(PAPER_DAFL_WIDTH * width)) if name in ("dafl", "zskt") else width
-    )
-    return build_generator(name, z_dim=z_dim, out_channels=channels, image_size=size, width=scaled)
+    return build_scaled_generator(name, z_dim, input_shape, width)
 
 
 @register_method(

@@ -117,3 +117,34 @@ def test_evaluate_reports_a_network_against_itself_as_identical(
     assert numbers["student_accuracy"] == numbers["teacher_accuracy"]
     assert numbers["mte"]["mte"] == 0.0
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_method_the_teacher_cannot_serve_is_refused_before_training(
+    tmp_path: Path, teacher_file: Path
+) -> None:
+    """DFQ reads BatchNorm statistics; the LeNet-5 teacher has none."""
+    result = subprocess.run(
+        [
+            DFKD,
+            "distill",
+            "--teacher",
+            str(teacher_file),
+            "--teacher-arch",
+            "lenet5",
+            "--student-arch",
+            "lenet5_half",
+            "--method",
+            "dfq",
+            "--iterations",
+            "2",
+            "--out",
+            str(tmp_path / "student.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "teacher_has_no_batchnorm: method dfq" in result.stderr
+    assert "methods this teacher can run: dafl" in result.stderr
+    assert not (tmp_path / "student.safetensors").exists()

@@ -4,7 +4,16 @@ import math
 
 import torch
 
-from core.losses import agreement, attention_loss, attention_map, kl_divergence
+from core.losses import (
+    activation_loss,
+    agreement,
+    attention_loss,
+    attention_map,
+    distillation_loss,
+    information_entropy_loss,
+    kl_divergence,
+    one_hot_loss,
+)
 
 
 def test_kl_is_zero_for_equal_logits_and_positive_otherwise() -> None:
@@ -39,3 +48,34 @@ def test_agreement_counts_matching_argmax() -> None:
     teacher = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     student = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     assert agreement(teacher, student) == 0.75
+
+
+def test_information_entropy_loss_is_minus_log_classes_for_a_balanced_batch() -> None:
+    balanced = torch.eye(4) * 50  # four confident inputs, one per class
+    assert math.isclose(information_entropy_loss(balanced).item(), -math.log(4), rel_tol=1e-5)
+    one_class = torch.tensor([[50.0, 0, 0, 0]] * 4)
+    assert information_entropy_loss(one_class).item() > -1e-6  # all mass on one class: H = 0
+    logits = torch.randn(6, 4)
+    mean = logits.softmax(1).mean(0)
+    expected = (mean * mean.log()).sum()
+    assert math.isclose(information_entropy_loss(logits).item(), expected.item(), rel_tol=1e-5)
+
+
+def test_one_hot_loss_is_the_cross_entropy_to_the_argmax() -> None:
+    logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.5, 3.0]])
+    expected = -(logits.log_softmax(1)[0, 0] + logits.log_softmax(1)[1, 2]) / 2
+    assert math.isclose(one_hot_loss(logits).item(), expected.item(), rel_tol=1e-6)
+
+
+def test_activation_loss_is_minus_the_mean_absolute_feature() -> None:
+    features = torch.tensor([[1.0, -3.0], [0.0, 2.0]])
+    assert activation_loss(features).item() == -1.5
+
+
+def test_distillation_loss_scales_the_tempered_kl_by_t_squared() -> None:
+    teacher, student = torch.randn(5, 10), torch.randn(5, 10)
+    tempered = kl_divergence(teacher, student, temperature=4.0)
+    assert math.isclose(
+        distillation_loss(teacher, student, 4.0).item(), 16 * tempered.item(), rel_tol=1e-6
+    )
+    assert distillation_loss(teacher, student).item() == kl_divergence(teacher, student).item()
