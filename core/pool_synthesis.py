@@ -77,7 +77,7 @@ class PoolSynthesisConfig(MethodConfig):
         None, "random horizontal flips in synthesis and KD; unset: on for 3-channel inputs only"
     )
     bn: float = hyperparameter(10.0, "weight of the BatchNorm-statistics loss", ge=0)
-    oh: float = hyperparameter(1.0, "weight of the cross-entropy to the target classes", ge=0)
+    one_hot: float = hyperparameter(1.0, "weight of the cross-entropy to the target classes", ge=0)
 
     def data_bytes(self, num_classes: int, input_shape: tuple[int, ...]) -> int:
         return 4 * self.pool_size * (math.prod(input_shape) + num_classes)

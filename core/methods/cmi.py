@@ -83,9 +83,11 @@ class CMIConfig(PoolSynthesisConfig):
         cpu=50,
         gpu=400,
     )
-    lr_g: float = hyperparameter(1e-3, "Adam lr of generator, z and head (released 1e-3)", gt=0)
+    lr_generator: float = hyperparameter(
+        1e-3, "Adam lr of generator, z and head (released 1e-3)", gt=0
+    )
     bn: float = hyperparameter(1.0, "weight of the BatchNorm-statistics loss (released 1)", ge=0)
-    oh: float = hyperparameter(1.0, "weight of the CE to the targets (released 1)", ge=0)
+    one_hot: float = hyperparameter(1.0, "weight of the CE to the targets (released 1)", ge=0)
     adv: float = hyperparameter(0.5, "weight of the adversarial term (released 0.5)", ge=0)
     cr: float = hyperparameter(0.8, "weight of the contrastive loss (released 0.8)", ge=0)
     cr_temperature: float = hyperparameter(
@@ -125,7 +127,7 @@ class CMI(PoolSynthesisRun):
         features = sum(layer.num_features for layer in self.statistics.layers)
         self.head = ProjectionHead(features).to(context.device)
         self.head_optimizer = torch.optim.Adam(
-            self.head.parameters(), lr=self.config.lr_g, betas=(0.5, 0.999)
+            self.head.parameters(), lr=self.config.lr_generator, betas=(0.5, 0.999)
         )
         self.bank = torch.zeros(0, features)  # teacher features of earlier inputs (CPU)
 
@@ -156,7 +158,7 @@ class CMI(PoolSynthesisRun):
         targets = self.targets()
         optimizer = torch.optim.Adam(
             [{"params": generator.parameters()}, {"params": [z]}],
-            lr=config.lr_g,
+            lr=config.lr_generator,
             betas=(0.5, 0.999),
         )
         bank = self.bank[-config.bank_size :].to(self.context.device) if config.bank_size else None
@@ -182,7 +184,7 @@ class CMI(PoolSynthesisRun):
                 negatives,
                 config.cr_temperature,
             )
-            loss = config.bn * bn + config.oh * oh + config.adv * adv + config.cr * contrast
+            loss = config.bn * bn + config.one_hot * oh + config.adv * adv + config.cr * contrast
             if loss.item() < best_loss:
                 best_loss = loss.item()
                 best, best_features = inputs.detach(), global_features.detach()
@@ -197,8 +199,8 @@ class CMI(PoolSynthesisRun):
         self.terms = {
             "loss_synthesis": best_loss,
             "loss_bn": bn.item(),
-            "loss_oh": oh.item(),
-            "loss_adv": adv.item(),
+            "loss_one_hot": oh.item(),
+            "loss_adversarial": adv.item(),
             "loss_contrast": contrast.item(),
             "target_agreement": (teacher_logits.argmax(1) == targets).float().mean().item(),
         }

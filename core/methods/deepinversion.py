@@ -92,7 +92,7 @@ class DeepInversionConfig(PoolSynthesisConfig):
     first_bn_multiplier: float = hyperparameter(
         10.0, "extra weight of the first BatchNorm layer's term (paper: 10)", ge=0
     )
-    oh: float = hyperparameter(1.0, "weight of the CE to the target classes (paper: 1)", ge=0)
+    one_hot: float = hyperparameter(1.0, "weight of the CE to the target classes (paper: 1)", ge=0)
     tv_l1: float = hyperparameter(0.0, "weight of the L1 total variation (CIFAR: 0)", ge=0)
     tv_l2: float = hyperparameter(
         2.5e-5, "weight of the L2 total variation (paper CIFAR: 2.5e-5)", ge=0
@@ -147,7 +147,7 @@ class DeepInversion(PoolSynthesisRun):
             tv_l1, tv_l2 = total_variation(shifted)
             l2 = shifted.pow(2).flatten(1).sum(1).mean()
             loss = (
-                config.oh * oh
+                config.one_hot * oh
                 + config.bn * bn
                 + config.tv_l1 * tv_l1
                 + config.tv_l2 * tv_l2
@@ -164,7 +164,7 @@ class DeepInversion(PoolSynthesisRun):
             optimizer.step()
         self.terms = {
             "loss_synthesis": best_loss,
-            "loss_oh": oh.item(),
+            "loss_one_hot": oh.item(),
             "loss_bn": bn.item(),
             "loss_tv_l1": float(tv_l1.detach()),
             "loss_tv_l2": float(tv_l2.detach()),

@@ -67,7 +67,7 @@ class FastDFKDConfig(PoolSynthesisConfig):
     )
     PAPER_LR_STUDENT: ClassVar[float] = 0.2
     bn: float = hyperparameter(10.0, "weight of the BatchNorm-statistics loss (released 10)", ge=0)
-    oh: float | None = hyperparameter(
+    one_hot: float | None = hyperparameter(
         None,
         "weight of the CE to the targets; unset: 0.4 on a GPU (released, WRN), 3 on a CPU (in a "
         "CPU budget's few rounds 0.4 left the teacher calling ~20% of the inputs their target "
@@ -85,7 +85,7 @@ class FastDFKDConfig(PoolSynthesisConfig):
         "meta update of the shared generator: maml (first order) or reptile",
         choices=("maml", "reptile"),
     )
-    lr_g: float | None = hyperparameter(
+    lr_generator: float | None = hyperparameter(
         None, "Adam lr of the generator copy; unset: the released value for g_steps", gt=0
     )
     lr_z: float | None = hyperparameter(
@@ -111,7 +111,7 @@ class FastDFKDConfig(PoolSynthesisConfig):
         lr_z, lr_g = paper_learning_rates(self.g_steps)
         return config.with_device_defaults(
             lr_z=self.lr_z if self.lr_z is not None else lr_z,
-            lr_g=self.lr_g if self.lr_g is not None else lr_g,
+            lr_generator=self.lr_generator if self.lr_generator is not None else lr_g,
         )
 
 
@@ -141,7 +141,7 @@ class FastDFKD(PoolSynthesisRun):
             width=config.generator_width,
         ).to(context.device)
         self.meta_optimizer = torch.optim.Adam(
-            self.generator.parameters(), lr=config.lr_g * config.g_steps, betas=(0.5, 0.999)
+            self.generator.parameters(), lr=config.lr_generator * config.g_steps, betas=(0.5, 0.999)
         )
 
     def synthesise(self, step: int, fraction: float) -> torch.Tensor:
@@ -151,7 +151,7 @@ class FastDFKD(PoolSynthesisRun):
         targets = self.targets()
         inner = torch.optim.Adam(
             [{"params": adapted.parameters()}, {"params": [z], "lr": config.lr_z}],
-            lr=config.lr_g,
+            lr=config.lr_generator,
             betas=(0.5, 0.999),
         )
         shared, copies = list(self.generator.parameters()), list(adapted.parameters())
@@ -163,7 +163,7 @@ class FastDFKD(PoolSynthesisRun):
             bn = self.statistics.loss()
             oh = F.cross_entropy(teacher_logits.float(), targets)
             adv = self.adversarial(config.adv, teacher_logits, augmented)
-            loss = config.bn * bn + config.oh * oh + config.adv * adv
+            loss = config.bn * bn + config.one_hot * oh + config.adv * adv
             if loss.item() < best_loss:
                 best_loss, best = loss.item(), inputs.detach()
             inner.zero_grad(set_to_none=True)
@@ -188,8 +188,8 @@ class FastDFKD(PoolSynthesisRun):
         self.terms = {
             "loss_synthesis": best_loss,
             "loss_bn": bn.item(),
-            "loss_oh": oh.item(),
-            "loss_adv": adv.item(),
+            "loss_one_hot": oh.item(),
+            "loss_adversarial": adv.item(),
             "target_agreement": (teacher_logits.argmax(1) == targets).float().mean().item(),
         }
         assert best is not None

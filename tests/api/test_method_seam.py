@@ -164,7 +164,11 @@ def test_the_methods_listing_is_the_job_schema(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("fields", "status", "fragment"),
     [
-        ({"method": "nope", "iterations": 5}, 422, "cmi, dafl, deepinversion, dfad, dfq, fastdfkd, lopes, zskt"),
+        (
+            {"method": "nope", "iterations": 5},
+            422,
+            "cmi, dafl, deepinversion, dfad, dfq, fastdfkd, lopes, zskt",
+        ),
         ({"method": "dfad"}, 422, "iterations or budget_seconds"),
         ({"method": "dfad", "budget_seconds": 0}, 422, "budget_seconds"),
         ({"method": "dfad", "budget_seconds": -3}, 422, "budget_seconds"),

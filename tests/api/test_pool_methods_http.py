@@ -90,7 +90,9 @@ def test_a_short_job_distils_a_batchnorm_teacher_and_publishes_its_pool(
     final = client.get(f"/v1/jobs/{job_id}").json()
     assert final["status"] == "succeeded", final["error"]
     metrics = final["metrics"]
-    assert {"loss_bn", "loss_oh", "pool_size", "pool_agreement", "loss_student"} <= set(metrics)
+    assert {"loss_bn", "loss_one_hot", "pool_size", "pool_agreement", "loss_student"} <= set(
+        metrics
+    )
     assert metrics["pool_size"] == 512
     assert final["hyperparameters"]["student_steps"] == QUICK_JOBS[method]["student_steps"]
 

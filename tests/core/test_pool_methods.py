@@ -29,9 +29,9 @@ TINY: dict[str, dict[str, Any]] = {
     "fastdfkd": {"g_steps": 2, "generator_width": 8, "meta": "reptile"},
 }
 LOSS_TERMS = {
-    "deepinversion": {"loss_oh", "loss_bn", "loss_tv_l2", "loss_competition"},
-    "cmi": {"loss_oh", "loss_bn", "loss_adv", "loss_contrast"},
-    "fastdfkd": {"loss_oh", "loss_bn", "loss_adv"},
+    "deepinversion": {"loss_one_hot", "loss_bn", "loss_tv_l2", "loss_competition"},
+    "cmi": {"loss_one_hot", "loss_bn", "loss_adversarial", "loss_contrast"},
+    "fastdfkd": {"loss_one_hot", "loss_bn", "loss_adversarial"},
 }
 
 
@@ -81,7 +81,7 @@ def test_registered_with_the_batchnorm_requirement(method: str) -> None:
     spec = get_method(method)
     assert BATCHNORM_STATISTICS in spec.requirements
     names = {info.name for info in spec.hyperparameters()}
-    assert {"bn", "oh", "pool_size", "student_steps", "temperature"} <= names
+    assert {"bn", "one_hot", "pool_size", "student_steps", "temperature"} <= names
 
 
 def test_the_issue_names_the_knobs_it_promised() -> None:
@@ -91,7 +91,7 @@ def test_the_issue_names_the_knobs_it_promised() -> None:
     assert paper_learning_rates(2) == (0.015, 5e-3) and paper_learning_rates(10) == (0.01, 2e-3)
     config = get_method("fastdfkd").build_config({"g_steps": 5}, iterations=1)
     effective = config.effective(10, (1, 32, 32))
-    assert (effective.lr_z, effective.lr_g) == (0.01, 3e-3)
+    assert (effective.lr_z, effective.lr_generator) == (0.01, 3e-3)
     assert effective.flip is False  # digits are not mirror-symmetric
     assert config.effective(10, (3, 32, 32)).flip is True
 
