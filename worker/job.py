@@ -22,6 +22,7 @@ from core.loop import BudgetTooSmallError, Phase, distill
 from core.metadata import Metadata, MetadataError, load_metadata
 from core.method_registry import ACTIVATION_RECORD, MethodSpec, get_method
 from core.models import build, get_spec
+from core.onnx_teacher import OnnxTeacherError, load_onnx_teacher
 from core.programs import load_program
 from core.report import evaluate
 from core.synthetic import synthetic_npz
@@ -79,6 +80,13 @@ def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
         return load_weights(
             build(teacher.architecture, **teacher.architecture_kwargs), read_state_dict(data)
         )
+    if teacher.format == "onnx":  # a graph, converted to torch operators: no uploaded code runs
+        try:
+            return load_onnx_teacher(data)
+        except OnnxTeacherError as error:
+            raise JobFailure(
+                "teacher_invalid", f"the ONNX teacher did not convert: {error}"
+            ) from None
     if not context.settings.allow_program_teachers:
         raise JobFailure(
             "program_formats_disabled", f"this worker does not run {teacher.format} teachers"
@@ -146,13 +154,13 @@ def _method_config(
 
 
 def _task(context: WorkerContext, job: Job, spec: MethodSpec, teacher: Teacher) -> DistillationTask:
-    program = teacher.format != "safetensors"
+    named = teacher.format == "safetensors"  # graphs and programs name no modules to tap
     return DistillationTask(
         teacher=_load_teacher(context, teacher),
         student=build(job.student_architecture, **job.student_kwargs),
         input_shape=tuple(teacher.input_shape),
         num_classes=teacher.num_classes,
-        teacher_taps=() if program else get_spec(teacher.architecture).taps,
+        teacher_taps=get_spec(teacher.architecture).taps if named else (),
         student_taps=get_spec(job.student_architecture).taps,
         metadata=_load_metadata(context, spec, teacher)
         if ACTIVATION_RECORD in spec.requirements
