@@ -17,7 +17,7 @@ from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
-from core.models.library import is_library_name, output_shape
+from core.models.library import inherited_kwargs, is_library_name, output_shape
 from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.secret_box import secret_digest
@@ -65,20 +65,18 @@ def _validate_library_student(
 ) -> dict[str, Any]:
     """A torchvision / timm student: the teacher's classes (and, for timm, channels) unless
     given, and one meta-device forward pass at the teacher's input giving its logits."""
-    inherited: dict[str, Any] = {"num_classes": teacher.num_classes}
-    if name.startswith("timm:"):
-        inherited["in_chans"] = teacher.input_shape[0]
-    kwargs = {**inherited, **given}
+    shape = tuple(teacher.input_shape)
+    kwargs = {**inherited_kwargs(name, shape, teacher.num_classes), **given}
     try:
         refuse_oversized_model(name, kwargs, max_parameters, "DFKD_MAX_STUDENT_PARAMETERS")
-        shape = output_shape(name, kwargs, tuple(teacher.input_shape))
+        logits = output_shape(name, kwargs, shape)
     except ArchitectureArgumentError as error:
         raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
-    if shape != [1, teacher.num_classes]:
+    if logits != [1, teacher.num_classes]:
         raise ApiError(
             422,
             "shape_mismatch",
-            f"the student gives {shape} for one input of shape {list(teacher.input_shape)}; "
+            f"the student gives {logits} for one input of shape {list(teacher.input_shape)}; "
             f"the teacher gives [1, {teacher.num_classes}]",
         )
     return kwargs

@@ -45,8 +45,11 @@ def _tensor_bytes(module: nn.Module) -> int:
 
 
 def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Bytes of every leaf module's output for one input: one probe pass, no gradients."""
+    """Bytes of every leaf module's output for one input: one probe pass, no gradients. A
+    TorchScript program hides its layers (it takes no hooks): only its output is counted."""
     total = 0
+    if isinstance(model, torch.jit.ScriptModule):
+        return _output_bytes(model, input_shape)
 
     def record(_module: nn.Module, _inputs: object, output: object) -> None:
         nonlocal total
@@ -65,6 +68,13 @@ def activation_bytes_per_sample(model: nn.Module, input_shape: tuple[int, int, i
         for handle in handles:
             handle.remove()
     return total
+
+
+def _output_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with torch.no_grad():
+        output = model(torch.zeros(1, *input_shape, device=device))
+    return output.numel() * output.element_size() if isinstance(output, torch.Tensor) else 0
 
 
 def plan_training(

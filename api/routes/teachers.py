@@ -49,7 +49,7 @@ ArchitectureField = Annotated[
     Form(
         description="safetensors teachers: a registry name, torchvision:<name> or timm:<name> "
         "(GET /v1/architectures?q=...)",
-        examples=["lenet5"],
+        examples=["lenet5", "torchvision:resnet18", "timm:resnet18"],
     ),
 ]
 ArchitectureKwargsField = Annotated[

@@ -182,6 +182,23 @@ def build_library_model(name: str, **kwargs: Any) -> nn.Module:
         raise ArchitectureArgumentError(f"cannot build {name!r} with {kwargs}: {error}") from error
 
 
+def inherited_kwargs(
+    architecture: str, input_shape: tuple[int, int, int], num_classes: int
+) -> dict[str, Any]:
+    """The shape arguments a student takes from its teacher, as its constructor names them:
+    the registry's num_classes / in_channels / image_size, timm's num_classes / in_chans,
+    torchvision's num_classes."""
+    if not is_library_name(architecture):
+        return {
+            "num_classes": num_classes,
+            "in_channels": input_shape[0],
+            "image_size": input_shape[1],
+        }
+    if architecture.startswith("timm:"):
+        return {"num_classes": num_classes, "in_chans": input_shape[0]}
+    return {"num_classes": num_classes}
+
+
 def output_shape(name: str, kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> list[int]:
     """The model's output shape for one input, on the meta device; a model that cannot take the
     input is an ArchitectureArgumentError saying so."""
