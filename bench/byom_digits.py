@@ -41,6 +41,39 @@ def rgb(data: LabelledImages) -> LabelledImages:
     return LabelledImages(data.images.repeat(1, 3, 1, 1), data.labels)
 
 
+EXPERIMENT = "torchvision ResNet-18 (ONNX) → timm student"
+
+
+def write_row(result: dict, command: str) -> None:
+    """The run as one row of docs/results.md (kept in docs/results.json with the others)."""
+    from bench.reproduce import REPO, Row, merged, write_results
+
+    job = result["job"]
+    note = (
+        f"teacher: torchvision resnet18 trained {result['teacher_training_seconds']:.0f} s on the "
+        f"4 000 digits as 3 channels, exported with torch.onnx.export(dynamo=False), uploaded as "
+        f"ONNX (converted, max difference from onnxruntime "
+        f"{result['onnx_max_abs_difference']:.1e}); student {result['student']} over HTTP "
+        f"(embedded runner), zskt {job['iterations']} iterations, batch {job['batch_size']}, "
+        f"n_s {job['hyperparameters']['student_steps']}, generator width 32, no attention (ONNX "
+        "teacher); scored after timm.create_model('local-dir:...') loaded the downloaded "
+        "safetensors + config.json"
+    )
+    row = Row(
+        EXPERIMENT,
+        result["student_heldout_accuracy"],
+        None,
+        result["teacher_heldout_accuracy"],
+        result["job_seconds"],
+        note,
+        result["student_validation_accuracy"],
+        command,
+        " ".join(f"{value:.1f}" for value in result["load_average"]),
+    )
+    out = REPO / "docs" / "results.md"
+    write_results(merged([row], out.with_suffix(".json")), out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -50,6 +83,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--student-steps", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--write", action="store_true", help="add the row to docs/results.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, heldout = (rgb(part) for part in mnist_digits(seed=0).split(4000))
@@ -102,26 +136,20 @@ def main() -> None:
         (folder / "config.json").write_text(config)
         (folder / "model.safetensors").write_bytes(client.get(final["links"]["student"]).content)
     student = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    print(
-        json.dumps(
-            {
-                "teacher_heldout_accuracy": round(teacher_accuracy, 4),
-                "teacher_training_seconds": round(teacher_seconds, 1),
-                "onnx_max_abs_difference": uploaded.json()["conversion"]["max_abs_difference"],
-                "student": args.student,
-                "student_heldout_accuracy": round(
-                    accuracy(student, heldout.images, heldout.labels), 4
-                ),
-                "student_validation_accuracy": round(
-                    accuracy(student, train.images, train.labels), 4
-                ),
-                "job_seconds": round(job_seconds, 1),
-                "job": body,
-                "load_average": os.getloadavg(),
-            },
-            indent=1,
-        )
-    )
+    result = {
+        "teacher_heldout_accuracy": round(teacher_accuracy, 4),
+        "teacher_training_seconds": round(teacher_seconds, 1),
+        "onnx_max_abs_difference": uploaded.json()["conversion"]["max_abs_difference"],
+        "student": args.student,
+        "student_heldout_accuracy": round(accuracy(student, heldout.images, heldout.labels), 4),
+        "student_validation_accuracy": round(accuracy(student, train.images, train.labels), 4),
+        "job_seconds": round(job_seconds, 1),
+        "job": body,
+        "load_average": os.getloadavg(),
+    }
+    print(json.dumps(result, indent=1))
+    if args.write:
+        write_row(result, "python bench/byom_digits.py --threads 1 --write")
 
 
 if __name__ == "__main__":
