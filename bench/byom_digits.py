@@ -57,7 +57,7 @@ def write_row(result: dict, command: str) -> None:
         f"(embedded runner), zskt {job['iterations']} iterations, batch {job['batch_size']}, "
         f"n_s {job['hyperparameters']['student_steps']}, generator width 32, no attention (ONNX "
         "teacher); scored after timm.create_model('local-dir:...') loaded the downloaded "
-        "safetensors + config.json"
+        f"safetensors + config.json; torch {torch.__version__} (PyPI's CUDA build, on the CPU)"
     )
     row = Row(
         EXPERIMENT,
