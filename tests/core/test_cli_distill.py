@@ -143,6 +143,8 @@ def test_distill_takes_an_onnx_teacher_with_no_architecture(tmp_path: Path) -> N
             "cpu",
             "--out",
             str(out),
+            "--metrics",
+            str(tmp_path / "metrics.jsonl"),
         ],
         capture_output=True,
         text=True,
