@@ -9,8 +9,7 @@ INSTALLED := $(VENV)/.installed
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# torch is pinned here: a bare requirement would pull a multi-GB CUDA build on a CPU machine.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# pyproject.toml pins PyPI's torch / torchvision pair (~5 GB with its CUDA wheels; see README).
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 

@@ -17,6 +17,7 @@ from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
+from core.models.library import inherited_kwargs, is_library_name, output_shape
 from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.secret_box import secret_digest
@@ -30,6 +31,8 @@ def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[
         spec = get_spec(body.student.architecture)
     except UnknownArchitectureError as error:
         raise ApiError(422, "invalid_architecture", f"student.architecture: {error}") from None
+    if is_library_name(spec.name):
+        return _validate_library_student(spec.name, body.student.kwargs, teacher, max_parameters)
     # Shape arguments the student omits come from the teacher.
     inherited = {
         "num_classes": teacher.num_classes,
@@ -53,6 +56,28 @@ def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[
             422,
             "shape_mismatch",
             f"the student has {spec.num_classes(**kwargs)} classes but the teacher has {teacher.num_classes}",
+        )
+    return kwargs
+
+
+def _validate_library_student(
+    name: str, given: dict[str, Any], teacher: Teacher, max_parameters: int
+) -> dict[str, Any]:
+    """A torchvision / timm student: the teacher's classes (and, for timm, channels) unless
+    given, and one meta-device forward pass at the teacher's input giving its logits."""
+    shape = tuple(teacher.input_shape)
+    kwargs = {**inherited_kwargs(name, shape, teacher.num_classes), **given}
+    try:
+        refuse_oversized_model(name, kwargs, max_parameters, "DFKD_MAX_STUDENT_PARAMETERS")
+        logits = output_shape(name, kwargs, shape)
+    except ArchitectureArgumentError as error:
+        raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
+    if logits != [1, teacher.num_classes]:
+        raise ApiError(
+            422,
+            "shape_mismatch",
+            f"the student gives {logits} for one input of shape {list(teacher.input_shape)}; "
+            f"the teacher gives [1, {teacher.num_classes}]",
         )
     return kwargs
 

@@ -40,7 +40,14 @@ class ArchitecturePublic(BaseModel):
 
 
 class ArchitecturesPublic(BaseModel):
-    items: list[ArchitecturePublic]
+    items: list[ArchitecturePublic] = Field(description="the registry's architectures")
+    libraries: list[str] = Field(
+        description="library name forms also accepted as `architecture`: built by the library "
+        "(no pretrained weights), `architecture_kwargs` passed to its constructor"
+    )
+    library_models: list[str] = Field(
+        description="the torchvision / timm names accepted (those matching `q` when given)"
+    )
 
 
 # --- methods
@@ -109,6 +116,11 @@ class TeacherPublic(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None,
         description="summary of the activation record (for the methods that need one), if uploaded",
+    )
+    conversion: dict[str, Any] | None = Field(
+        None,
+        description="ONNX teachers: the opset, the converter and the max absolute difference "
+        "between the converted module and onnxruntime on a dummy batch",
     )
     created_at: datetime
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -33,6 +33,8 @@ from core.models import (
     forward_peak_bytes,
     get_spec,
 )
+from core.models.library import is_library_name
+from core.onnx_teacher import OnnxTeacherError, check_onnx_teacher
 from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
 from core.weights import (
     FORWARD_CHECK_BATCH,
@@ -61,6 +63,8 @@ class DeclaredTeacher:
     num_classes: int
     model: nn.Module | None  # a registry architecture on the meta device; None for a program
     forward_check: bool = False  # whether its activations are small enough to run it here
+    parameter_count: int | None = None  # an ONNX graph's, read from its initialisers
+    conversion: dict[str, Any] | None = None  # an ONNX graph's conversion, checked at upload
 
 
 def declared_teacher(
@@ -74,12 +78,51 @@ def declared_teacher(
     if format in PROGRAM_FORMATS:
         return _declared_program(format, input_shape, num_classes, settings)
     if format == "safetensors":
-        return _declared_architecture(architecture, architecture_kwargs, settings)
+        return _declared_architecture(architecture, architecture_kwargs, input_shape, settings)
+    if format == "onnx":  # its shapes are read from the graph once the file is in
+        return DeclaredTeacher("onnx", "onnx", {}, (0, 0, 0), 0, model=None)
     raise ApiError(
         422,
         "unsupported_format",
-        f"format {format!r} is not one of safetensors, {', '.join(PROGRAM_FORMATS)}",
+        f"format {format!r} is not one of safetensors, onnx, {', '.join(PROGRAM_FORMATS)}",
     )
+
+
+def declared_onnx(declared: DeclaredTeacher, upload: SpooledUpload) -> DeclaredTeacher:
+    """An ONNX teacher as its graph declares it: checked (operators, opset, one dynamic-batch
+    image input, [N, classes] logits), converted, and compared with onnxruntime."""
+    if declared.format != "onnx":
+        return declared
+    refuse_unsafe_formats(upload.head)
+    try:
+        facts, difference = check_onnx_teacher(upload.path)
+    except OnnxTeacherError as error:
+        raise ApiError(422, "invalid_onnx", str(error)) from None
+    return replace(
+        declared,
+        input_shape=facts.input_shape,
+        num_classes=facts.num_classes,
+        parameter_count=facts.parameter_count,
+        conversion={
+            "converter": "onnx2torch",
+            "opset": facts.opset,
+            "input_name": facts.input_name,
+            "max_abs_difference": difference,
+        },
+    )
+
+
+def _parsed_shape(raw_shape: str | None) -> tuple[int, int, int] | None:
+    try:
+        shape = json.loads(raw_shape or "null")
+    except json.JSONDecodeError:
+        return None
+    valid = (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= 4096 for d in shape)
+    )
+    return (shape[0], shape[1], shape[2]) if valid else None
 
 
 def _declared_program(
@@ -90,28 +133,45 @@ def _declared_program(
             422,
             "program_formats_disabled",
             f"{format} teachers carry code and this deployment does not run uploaded code; "
-            "upload safetensors weights of a registry architecture (" + PICKLE_HINT + ")",
+            "upload safetensors weights of a registry architecture (" + PICKLE_HINT + "), "
+            "or an ONNX export (format=onnx)",
         )
-    try:
-        shape = json.loads(raw_shape or "null")
-        valid = (
-            isinstance(shape, list)
-            and len(shape) == 3
-            and all(isinstance(d, int) and 0 < d <= 4096 for d in shape)
-        )
-    except json.JSONDecodeError:
-        valid = False
-    if not valid or num_classes is None:
+    shape = _parsed_shape(raw_shape)
+    if shape is None or num_classes is None:
         raise ApiError(
             422,
             "invalid_form_field",
             "program teachers need input_shape as [C, H, W] (JSON) and num_classes",
         )
-    return DeclaredTeacher(format, format, {}, tuple(shape), num_classes, model=None)
+    return DeclaredTeacher(format, format, {}, shape, num_classes, model=None)
+
+
+def _library_input_shape(
+    architecture: str, model: nn.Module, default: tuple[int, int, int], raw_shape: str | None
+) -> tuple[tuple[int, int, int], int]:
+    """A torchvision / timm teacher's input (given as input_shape, else the library's default)
+    and its classes, read off one forward pass on the meta device."""
+    shape = default if raw_shape is None or raw_shape.strip() == "" else _parsed_shape(raw_shape)
+    if shape is None:
+        raise ApiError(422, "invalid_form_field", "input_shape must be [C, H, W] as JSON")
+    try:
+        with torch.no_grad():  # eval: one input, BatchNorm on its running statistics
+            logits = model.eval()(torch.empty(1, *shape, device="meta"))
+    except Exception as error:  # a library model refuses inputs it cannot take in many ways
+        raise ApiError(
+            422,
+            "invalid_architecture",
+            f"{architecture} does not take inputs of shape {list(shape)}: {error}",
+        ) from None
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ApiError(
+            422, "invalid_architecture", f"{architecture} does not give [batch, classes] logits"
+        )
+    return shape, int(logits.shape[1])
 
 
 def _declared_architecture(
-    architecture: str | None, architecture_kwargs: str, settings: Settings
+    architecture: str | None, architecture_kwargs: str, raw_shape: str | None, settings: Settings
 ) -> DeclaredTeacher:
     if not architecture:
         raise ApiError(
@@ -128,6 +188,9 @@ def _declared_architecture(
     except (UnknownArchitectureError, ArchitectureArgumentError) as error:
         raise ApiError(422, "invalid_architecture", str(error)) from None
     input_shape = spec.input_shape(**kwargs)
+    num_classes = spec.num_classes(**kwargs) if not is_library_name(architecture) else 0
+    if is_library_name(architecture):
+        input_shape, num_classes = _library_input_shape(architecture, model, input_shape, raw_shape)
     # the forward check runs here, in the API: only when its activations are small
     forward_check = (
         forward_peak_bytes(model, input_shape, FORWARD_CHECK_BATCH)
@@ -138,7 +201,7 @@ def _declared_architecture(
         architecture,
         kwargs,
         input_shape,
-        spec.num_classes(**kwargs),
+        num_classes,
         model=model,
         forward_check=forward_check,
     )
@@ -227,6 +290,8 @@ def check_teacher_file(
 ) -> None:
     """A program's archive structure (it is loaded, and run, only in a worker); or the weights
     against the declared architecture, and one forward pass where that is cheap enough here."""
+    if declared.format == "onnx":  # checked, converted and run as it was declared
+        return
     if declared.model is None:
         try:
             check_program_archive(upload.path, 4 * settings.max_upload_bytes)
@@ -265,7 +330,10 @@ def new_teacher(
         input_std=normalisation.std,
         sha256=upload.sha256,
         size_bytes=upload.size,
-        parameter_count=parameter_count(declared.model) if declared.model is not None else 0,
+        parameter_count=parameter_count(declared.model)
+        if declared.model is not None
+        else declared.parameter_count or 0,
+        conversion=declared.conversion,
     )
     teacher.blob_key = teacher_weights_key(teacher.id, program=declared.model is None)
     return teacher

@@ -12,13 +12,29 @@ from typing import Any
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("distill", help="distil a local teacher file, no service needed")
     parser.add_argument(
-        "--teacher", type=Path, required=True, help="teacher weights (.safetensors)"
+        "--teacher",
+        type=Path,
+        required=True,
+        help="teacher weights (.safetensors), or an ONNX graph (.onnx: no --teacher-arch)",
     )
-    parser.add_argument("--teacher-arch", required=True, help="registry name, e.g. lenet5")
+    parser.add_argument(
+        "--teacher-arch",
+        default=None,
+        help="registry name (lenet5), torchvision:<name> or timm:<name>; not for .onnx",
+    )
+    parser.add_argument(
+        "--input-shape",
+        default=None,
+        help="torchvision / timm teachers: [C, H, W] as JSON (default: the library's)",
+    )
     parser.add_argument(
         "--teacher-kwargs", default="{}", help="JSON object of constructor arguments"
     )
-    parser.add_argument("--student-arch", required=True, help="registry name, e.g. lenet5_half")
+    parser.add_argument(
+        "--student-arch",
+        required=True,
+        help="registry name (lenet5_half), torchvision:<name> or timm:<name>",
+    )
     parser.add_argument(
         "--student-kwargs",
         default="{}",
@@ -82,8 +98,9 @@ def add_parser(commands: Any) -> None:
         "evaluate", help="accuracy, agreement and MTE of a student against its teacher"
     )
     evaluate.add_argument("--teacher", type=Path, required=True)
-    evaluate.add_argument("--teacher-arch", required=True)
+    evaluate.add_argument("--teacher-arch", default=None, help="not for .onnx teachers")
     evaluate.add_argument("--teacher-kwargs", default="{}")
+    evaluate.add_argument("--input-shape", default=None, help="[C, H, W] for library teachers")
     evaluate.add_argument("--student", type=Path, required=True)
     evaluate.add_argument("--student-arch", required=True)
     evaluate.add_argument("--student-kwargs", default="{}")
@@ -111,26 +128,46 @@ def _parse_value(raw: str) -> Any:
 def _load_pair(
     args: argparse.Namespace, student_weights: Path | None
 ) -> tuple[Any, Any, tuple[int, int, int], int]:
-    """The teacher (weights loaded) and the student (weights loaded when given), from the registry."""
+    """The teacher (weights loaded, or an ONNX graph converted) and the student (weights loaded
+    when given), from the registry, torchvision or timm."""
     from core.models import build, get_spec
+    from core.models.library import inherited_kwargs, is_library_name, output_shape
     from core.weights import load_weights, read_state_dict
 
-    teacher_spec = get_spec(args.teacher_arch)
-    teacher_kwargs = teacher_spec.resolve_kwargs(**json.loads(args.teacher_kwargs))
-    teacher = load_weights(
-        build(args.teacher_arch, **teacher_kwargs), read_state_dict(args.teacher)
-    )
-    input_shape = teacher_spec.input_shape(**teacher_kwargs)
-    num_classes = teacher_spec.num_classes(**teacher_kwargs)
-    shape_kwargs = {
-        "num_classes": num_classes,
-        "in_channels": input_shape[0],
-        "image_size": input_shape[1],
-    }
+    if args.teacher.suffix == ".onnx":
+        teacher, input_shape, num_classes = _onnx_teacher(args.teacher)
+    else:
+        if args.teacher_arch is None:
+            raise SystemExit("--teacher-arch is needed for safetensors teachers")
+        teacher_spec = get_spec(args.teacher_arch)
+        teacher_kwargs = teacher_spec.resolve_kwargs(**json.loads(args.teacher_kwargs))
+        teacher = load_weights(
+            build(args.teacher_arch, **teacher_kwargs), read_state_dict(args.teacher)
+        )
+        input_shape = teacher_spec.input_shape(**teacher_kwargs)
+        if args.input_shape:
+            input_shape = tuple(json.loads(args.input_shape))
+        num_classes = (
+            output_shape(args.teacher_arch, teacher_kwargs, input_shape)[-1]
+            if is_library_name(args.teacher_arch)
+            else teacher_spec.num_classes(**teacher_kwargs)
+        )
+    shape_kwargs = inherited_kwargs(args.student_arch, input_shape, num_classes)
     student = build(args.student_arch, **{**shape_kwargs, **json.loads(args.student_kwargs)})
     if student_weights is not None:
         load_weights(student, read_state_dict(student_weights))
     return teacher, student, input_shape, num_classes
+
+
+def _onnx_teacher(path: Path) -> tuple[Any, tuple[int, int, int], int]:
+    from core.onnx_teacher import OnnxTeacherError, check_onnx_teacher, load_onnx_teacher
+
+    try:
+        facts, difference = check_onnx_teacher(path)
+    except OnnxTeacherError as error:
+        raise SystemExit(f"{path}: {error}") from None
+    print(f"ONNX teacher converted: max difference from onnxruntime {difference:.2e}")
+    return load_onnx_teacher(path.read_bytes()), facts.input_shape, facts.num_classes
 
 
 def _config(spec: Any, args: argparse.Namespace, device: str) -> Any:
@@ -202,7 +239,7 @@ def _task(args: argparse.Namespace, spec: Any) -> Any:
         student,
         input_shape,
         num_classes,
-        get_spec(args.teacher_arch).taps,
+        get_spec(args.teacher_arch).taps if args.teacher.suffix != ".onnx" else (),
         get_spec(args.student_arch).taps,
         metadata=metadata,
     )

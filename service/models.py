@@ -106,6 +106,8 @@ class Teacher(Base):
     # activation record shipped by the owner for the Lopes methods (core.metadata)
     metadata_key: Mapped[str | None] = mapped_column(String(300))
     metadata_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # an ONNX teacher's conversion at upload: opset, converter, max difference from onnxruntime
+    conversion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

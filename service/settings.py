@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         "code (in workers only), so enable it only for uploaders you trust",
     )
     device: str = Field("auto", description="torch device for jobs: auto, cpu, cuda, cuda:1, ...")
+    worker_memory_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="memory a job may use on this worker; a job whose estimated peak at its batch "
+        "size is larger fails at once with out_of_memory, naming the largest batch that fits. "
+        "Unset: the GPU's memory, or the machine's (its cgroup limit where lower)",
+    )
     torch_threads: int | None = Field(
         None, description="intra-op threads per job; unset means torch's default"
     )

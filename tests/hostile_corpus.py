@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save
 
 from core.models import build
+from tests import onnx_graphs
 
 TEACHERS = "/v1/teachers"
 DATASETS = "/v1/datasets"
@@ -443,7 +444,7 @@ case("teacher/architecture-missing")(
 case("teacher/architecture-unknown")(
     weights_field("architecture", "vgg99", "invalid_architecture", "vgg99")
 )
-case("teacher/format-unknown")(weights_field("format", "onnx", "unsupported_format", "onnx"))
+case("teacher/format-unknown")(weights_field("format", "tflite", "unsupported_format", "tflite"))
 case("teacher/kwargs-not-json")(
     weights_field("architecture_kwargs", "{nope", "invalid_form_field", "JSON")
 )
@@ -735,6 +736,108 @@ case("program/with-metadata")(
         data={"format": "torchscript", "input_shape": "[1, 32, 32]", "num_classes": "10"},
     )
 )
+
+# --- ONNX teachers and library architectures (issue 14): graphs refused before they run, and
+# nothing fetched or read at run time
+
+
+def onnx_teacher(content: bytes, fragment: str) -> Hostile:
+    return Hostile(
+        "POST",
+        TEACHERS,
+        422,
+        "invalid_onnx",
+        fragment,
+        files={"file": ("teacher.onnx", content)},
+        data={"format": "onnx"},
+    )
+
+
+case("teacher/onnx-unknown-domain-operator")(
+    lambda _: onnx_teacher(
+        onnx_graphs.unknown_domain_operator(), "Mystery (domain 'com.example.secret')"
+    )
+)
+case("teacher/onnx-fixed-batch")(
+    lambda _: onnx_teacher(onnx_graphs.fixed_batch(), "fixed batch of 4")
+)
+case("teacher/onnx-two-inputs")(lambda _: onnx_teacher(onnx_graphs.two_inputs(), "2 inputs"))
+case("teacher/onnx-truncated-protobuf")(
+    lambda _: onnx_teacher(onnx_graphs.truncated(), "not a readable ONNX model")
+)
+case("teacher/onnx-external-data-escapes")(
+    lambda _: onnx_teacher(onnx_graphs.external_data("../../etc/passwd"), "outside the model")
+)
+case("teacher/onnx-a-safetensors-file")(
+    lambda _: onnx_teacher(good_weights(), "not a readable ONNX model")
+)
+case("teacher/timm-pretrained-true")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "'pretrained' is refused",
+        data={"architecture": "timm:resnet18", "architecture_kwargs": '{"pretrained": true}'},
+    )
+)
+case("teacher/torchvision-weights-argument")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "'weights' is refused",
+        data={
+            "architecture": "torchvision:resnet18",
+            "architecture_kwargs": '{"weights": "DEFAULT"}',
+        },
+    )
+)
+case("teacher/library-unknown-model")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "timm has no model",
+        data={"architecture": "timm:nope"},
+    )
+)
+case("teacher/library-unknown-library")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_architecture",
+        "unknown architecture library",
+        data={"architecture": "keras:resnet50"},
+    )
+)
+case("teacher/library-weights-of-another-network")(
+    lambda _: teacher(
+        good_weights(),
+        422,
+        "invalid_weights",
+        "missing tensors",
+        data={"architecture": "timm:test_resnet", "input_shape": "[3, 32, 32]"},
+    )
+)
+case("job/timm-student-pretrained-true")(
+    lambda ctx: job(
+        ctx,
+        422,
+        "invalid_architecture",
+        "'pretrained' is refused",
+        student={"architecture": "timm:test_resnet", "kwargs": {"pretrained": True}},
+    )
+)
+case("job/timm-student-checkpoint-path")(
+    lambda ctx: job(
+        ctx,
+        422,
+        "invalid_architecture",
+        "'checkpoint_path' is refused",
+        student={"architecture": "timm:test_resnet", "kwargs": {"checkpoint_path": "/etc/passwd"}},
+    )
+)
+
 
 # --- datasets
 

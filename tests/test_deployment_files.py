@@ -168,13 +168,15 @@ def test_dockerfile_uses_cuda_base(dockerfile: list[str]) -> None:
     assert bases and bases[0].startswith("nvidia/cuda:"), f"expected FROM nvidia/cuda, got {bases}"
 
 
-def test_dockerfile_installs_cuda_torch(dockerfile: list[str]) -> None:
-    installs = [line for line in dockerfile if "torch==2.13.0" in line]
-    assert installs, "Dockerfile.gpu should pip install torch==2.13.0"
-    assert any(
-        re.search(r"--index-url\s+https://download\.pytorch\.org/whl/cu12\d+", line)
-        for line in installs
-    ), f"torch should come from a CUDA 12.x index, got {installs}"
+def test_dockerfile_installs_the_pinned_torch_pair(dockerfile: list[str]) -> None:
+    """The image installs the torch / torchvision pair pyproject.toml pins (PyPI's, CUDA inside):
+    a torchvision beside another torch build fails at import."""
+    pins = re.findall(r'"(torch(?:vision)?==[\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert len(set(pins)) == 2, f"pyproject.toml should pin torch and torchvision: {pins}"
+    installs = [line for line in dockerfile if "pip install" in line and "torch==" in line]
+    assert installs, "Dockerfile.gpu should pip install torch"
+    assert all(pin in installs[0].split() for pin in pins), (installs, pins)
+    assert "--index-url" not in installs[0], "PyPI's pair, not another index's build"
 
 
 def test_dockerfile_runs_dfkd(dockerfile: list[str]) -> None:

@@ -19,9 +19,11 @@ from core.export import check_onnx, onnx_bytes, torchscript_bytes
 from core.fewshot import FewShotConfig, few_shot_phase
 from core.hyperparameters import MethodConfig
 from core.loop import BudgetTooSmallError, Phase, distill
+from core.memory_plan import device_memory_bytes, plan_training
 from core.metadata import Metadata, MetadataError, load_metadata
 from core.method_registry import ACTIVATION_RECORD, MethodSpec, get_method
 from core.models import build, get_spec
+from core.onnx_teacher import OnnxTeacherError, load_onnx_teacher
 from core.programs import load_program
 from core.report import evaluate
 from core.synthetic import synthetic_npz
@@ -79,6 +81,13 @@ def _load_teacher(context: WorkerContext, teacher: Teacher) -> torch.nn.Module:
         return load_weights(
             build(teacher.architecture, **teacher.architecture_kwargs), read_state_dict(data)
         )
+    if teacher.format == "onnx":  # a graph, converted to torch operators: no uploaded code runs
+        try:
+            return load_onnx_teacher(data)
+        except OnnxTeacherError as error:
+            raise JobFailure(
+                "teacher_invalid", f"the ONNX teacher did not convert: {error}"
+            ) from None
     if not context.settings.allow_program_teachers:
         raise JobFailure(
             "program_formats_disabled", f"this worker does not run {teacher.format} teachers"
@@ -146,13 +155,13 @@ def _method_config(
 
 
 def _task(context: WorkerContext, job: Job, spec: MethodSpec, teacher: Teacher) -> DistillationTask:
-    program = teacher.format != "safetensors"
+    named = teacher.format == "safetensors"  # graphs and programs name no modules to tap
     return DistillationTask(
         teacher=_load_teacher(context, teacher),
         student=build(job.student_architecture, **job.student_kwargs),
         input_shape=tuple(teacher.input_shape),
         num_classes=teacher.num_classes,
-        teacher_taps=() if program else get_spec(teacher.architecture).taps,
+        teacher_taps=get_spec(teacher.architecture).taps if named else (),
         student_taps=get_spec(job.student_architecture).taps,
         metadata=_load_metadata(context, spec, teacher)
         if ACTIVATION_RECORD in spec.requirements
@@ -184,6 +193,8 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
         )
         data = _load_dataset(context, job.few_shot_dataset_id, teacher)
         follow_ups = (few_shot_phase(data, few_shot),)
+    config = _method_config(context, job, spec, teacher, device)
+    _refuse_unfittable(context, task, config.batch_size)
     checkpoint = _resume_point(context, job, device)
     hooks = JobHooks(
         context,
@@ -197,7 +208,7 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
     )
     result = distill(
         task,
-        _method_config(context, job, spec, teacher, device),
+        config,
         hooks,
         resume_from=checkpoint,
         acceleration=Acceleration(compile=context.settings.compile_models),
@@ -213,6 +224,26 @@ def _distil(context: WorkerContext, job: Job, teacher: Teacher, lease: LeaseKeep
     # --- optional evaluation on the user's labelled set: last iterate, nothing selected on it
     if job.evaluation_dataset_id:
         _write_report(context, job, teacher, student, task.teacher, result.steps)
+
+
+def _refuse_unfittable(context: WorkerContext, task: DistillationTask, batch_size: int) -> None:
+    """Fail at once, naming the batch that fits, rather than by the OOM killer halfway through."""
+    limit = context.settings.worker_memory_bytes or device_memory_bytes(context.device)
+    plan = plan_training(task.teacher, task.student, task.input_shape)
+    if plan.peak_bytes(batch_size) <= limit:
+        return
+    largest = plan.largest_batch(limit)
+    advice = (
+        f"the largest batch that fits is {largest}"
+        if largest >= 2
+        else "no batch fits: choose a smaller student or a worker with more memory"
+    )
+    raise JobFailure(
+        "out_of_memory",
+        f"a batch of {batch_size} needs about {plan.peak_bytes(batch_size) / 2**30:.2f} GiB "
+        f"(teacher and student activations, kept for backward), more than the "
+        f"{limit / 2**30:.2f} GiB this worker has for a job (DFKD_WORKER_MEMORY_BYTES); {advice}",
+    )
 
 
 def _export_student(

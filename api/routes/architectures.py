@@ -1,15 +1,28 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 
 from api.schemas import ArchitecturePublic, ArchitecturesPublic, ArgumentBound
 from core.models import list_architectures
+from core.models.library import LIBRARIES, library_names
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
+SearchQuery = Annotated[
+    str | None,
+    Query(
+        max_length=100,
+        description="case-insensitive part of a name, e.g. resnet: filters the registry and the "
+        "torchvision / timm names",
+    ),
+]
+
 
 @router.get("", summary="Architectures teachers and students can be built from")
-def list_all() -> ArchitecturesPublic:
+def list_all(q: SearchQuery = None) -> ArchitecturesPublic:
+    needle = (q or "").lower()
     return ArchitecturesPublic(
         items=[
             ArchitecturePublic(
@@ -27,5 +40,8 @@ def list_all() -> ArchitecturesPublic:
                 attention_taps=list(spec.taps),
             )
             for spec in list_architectures()
-        ]
+            if needle in spec.name.lower()
+        ],
+        libraries=[f"{library}:<name>" for library in LIBRARIES],
+        library_models=library_names(q),
     )

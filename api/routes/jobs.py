@@ -40,6 +40,7 @@ from api.schemas import (
     StudentSpec,
     as_utc,
 )
+from api.student_config import student_config
 from service.blobstore import BlobNotFoundError
 from service.deletion import delete_job as delete_job_and_files
 from service.idempotency import commit_once, request_fingerprint
@@ -50,6 +51,7 @@ from service.models import (
     JobArtifact,
     JobStatus,
     MetricPoint,
+    Teacher,
     new_id,
 )
 from service.queue import JobQueue, QueueUnavailableError
@@ -379,10 +381,35 @@ def download_student(
     extension = {"safetensors": "safetensors", "onnx": "onnx", "torchscript": "torchscript.pt"}[
         format
     ]
-    filename = f"{job.id}-{job.student_architecture}.{extension}"
+    filename = f"{job.id}-{job.student_architecture.replace(':', '-')}.{extension}"
     if delivery == "redirect" and (url := blobs.presigned_url(key)) is not None:
         return RedirectResponse(url, status_code=307)
     return _stream_blob(blobs, key, "application/octet-stream", filename)
+
+
+@router.get(
+    "/{job_id}/student/config",
+    summary="The student's config.json (timm's pretrained-config shape)",
+    responses={
+        409: {
+            "model": ErrorResponse,
+            "description": "`student_not_ready`: the job has not succeeded",
+        },
+    },
+)
+def student_config_json(job_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    """architecture, num_classes, model_args, pretrained_cfg (input_size, mean, std), the
+    teacher's sha256 and the method. Saved as config.json beside the safetensors student saved as
+    model.safetensors, a timm student loads with
+    `timm.create_model("local-dir:<folder>", pretrained=True)`."""
+    job = _job_or_404(session, job_id, tenant)
+    if job.status != JobStatus.succeeded or not job.student_key:
+        raise ApiError(
+            409,
+            "student_not_ready",
+            f"the job is {job.status}; the student exists once it succeeded",
+        )
+    return student_config(job, session.get(Teacher, job.teacher_id))
 
 
 def _stream_blob(

@@ -24,6 +24,7 @@ from api.teacher_upload import (
     attach_metadata,
     attach_uploaded_metadata,
     check_teacher_file,
+    declared_onnx,
     declared_teacher,
     meta_model,
     new_teacher,
@@ -40,13 +41,15 @@ router = APIRouter(prefix="/v1/teachers", tags=["teachers"])
 
 # The upload's form fields, declared once so that the route's signature reads as its contract.
 WeightsFile = Annotated[
-    UploadFile, File(description="state_dict saved with safetensors.torch.save_file")
+    UploadFile,
+    File(description="state_dict saved with safetensors.torch.save_file, or an .onnx graph"),
 ]
 ArchitectureField = Annotated[
     str | None,
     Form(
-        description="a name from GET /v1/architectures (safetensors teachers)",
-        examples=["lenet5"],
+        description="safetensors teachers: a registry name, torchvision:<name> or timm:<name> "
+        "(GET /v1/architectures?q=...)",
+        examples=["lenet5", "torchvision:resnet18", "timm:resnet18"],
     ),
 ]
 ArchitectureKwargsField = Annotated[
@@ -56,13 +59,18 @@ NameField = Annotated[str | None, Form(max_length=200, description="defaults to 
 FormatField = Annotated[
     str,
     Form(
-        description="safetensors (weights of a registry architecture; the default and the safe choice), "
-        "or, where the operator allows program teachers, torchscript or torch_export (.pt2): these run "
-        "the uploader's code and are loaded only in workers"
+        description="safetensors (weights of a registry, torchvision or timm architecture; the "
+        "default), onnx (a graph: shapes read from it, converted to torch, no code runs), or, "
+        "where the operator allows program teachers, torchscript or torch_export (.pt2): these "
+        "run the uploader's code and are loaded only in workers"
     ),
 ]
 InputShapeField = Annotated[
-    str | None, Form(description="program teachers: [C, H, W] as JSON, e.g. [1, 32, 32]")
+    str | None,
+    Form(
+        description="[C, H, W] as JSON, e.g. [1, 32, 32]: program teachers, and torchvision / "
+        "timm teachers at a size other than the library's default"
+    ),
 ]
 NumClassesField = Annotated[
     int | None, Form(ge=2, le=100_000, description="program teachers: classes")
@@ -94,8 +102,11 @@ def to_public(teacher: Teacher) -> TeacherPublic:
         input_std=teacher.input_std,
         sha256=teacher.sha256,
         size_bytes=teacher.size_bytes,
-        parameter_count=teacher.parameter_count if teacher.format == "safetensors" else None,
+        parameter_count=teacher.parameter_count
+        if teacher.format in ("safetensors", "onnx")
+        else None,
         metadata=teacher.metadata_info,
+        conversion=teacher.conversion,
         created_at=as_utc(teacher.created_at),
     )
 
@@ -103,7 +114,7 @@ def to_public(teacher: Teacher) -> TeacherPublic:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    summary="Upload a teacher (safetensors weights of a registry architecture)",
+    summary="Upload a teacher (safetensors weights of a named architecture, or an ONNX graph)",
 )
 def upload_teacher(
     request: Request,
@@ -128,10 +139,14 @@ def upload_teacher(
     declared = declared_teacher(
         format, architecture, architecture_kwargs, input_shape, num_classes, settings
     )
-    scaling = normalisation(input_mean, input_std, channels=declared.input_shape[0])
+    if declared.format != "onnx":  # an ONNX teacher's channels are read from its graph
+        scaling = normalisation(input_mean, input_std, channels=declared.input_shape[0])
     record = metadata if metadata is not None and metadata.filename else None
     upload = spool_upload(file.file, settings.max_upload_bytes)
     try:
+        if declared.format == "onnx":
+            declared = declared_onnx(declared, upload)
+            scaling = normalisation(input_mean, input_std, channels=declared.input_shape[0])
         fingerprint = upload_fingerprint(declared, upload, name, scaling, record)
         replayed = replay(session, tenant, "teachers", idempotency_key, fingerprint, response)
         if replayed is not None:

@@ -146,6 +146,11 @@ def register_model(
 
 
 def get_spec(name: str) -> ArchitectureSpec:
+    """The registry entry, or for `torchvision:<name>` / `timm:<name>` the library's model."""
+    if ":" in name:
+        from core.models.library import library_spec
+
+        return library_spec(name)  # type: ignore[return-value]  (answers like a registry entry)
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -160,6 +165,10 @@ def list_architectures() -> list[ArchitectureSpec]:
 
 def build(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered architecture with its defaults overlaid by `kwargs`."""
+    if ":" in name:
+        from core.models.library import build_library_model
+
+        return build_library_model(name, **kwargs)
     spec = get_spec(name)
     resolved = spec.resolve_kwargs(**kwargs)
     try:

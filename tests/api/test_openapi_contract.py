@@ -56,7 +56,8 @@ def test_each_operation_declares_the_errors_it_can_answer(document: dict[str, An
     assert errors(document, "get", "/v1/jobs/{job_id}/events") == {401, 404, 422, 429}
     assert errors(document, "post", "/v1/jobs/{job_id}/cancel") == {401, 404, 409}
     assert errors(document, "get", "/v1/jobs/{job_id}/student") == {401, 404, 409, 422}
-    assert errors(document, "get", "/v1/architectures") == set()
+    assert errors(document, "get", "/v1/architectures") == {422}  # ?q= longer than 100
+    assert errors(document, "get", "/v1/jobs/{job_id}/student/config") == {401, 404, 409}
     # the route's own words for its own conflict are kept
     cancel = document["paths"]["/v1/jobs/{job_id}/cancel"]["post"]["responses"]["409"]
     assert "already ended" in cancel["description"]

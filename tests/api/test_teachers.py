@@ -78,7 +78,7 @@ def test_class_count_mismatch_is_refused(client: TestClient, teacher_file: Path)
         ({"input_mean": "[0.1, 0.2]"}, "invalid_form_field", "needs 1 value(s)"),
         ({"input_std": "[0]"}, "invalid_form_field", "must be positive"),
         ({"input_std": "abc"}, "invalid_form_field", "must be numbers"),
-        ({"format": "onnx"}, "unsupported_format", "onnx"),
+        ({"format": "tflite"}, "unsupported_format", "tflite"),
     ],
 )
 def test_bad_form_fields_are_422_with_a_message(

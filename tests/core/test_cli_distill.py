@@ -148,3 +148,41 @@ def test_a_method_the_teacher_cannot_serve_is_refused_before_training(
     assert "teacher_has_no_batchnorm: method dfq" in result.stderr
     assert "methods this teacher can run: dafl" in result.stderr
     assert not (tmp_path / "student.safetensors").exists()
+
+
+def test_distill_takes_an_onnx_teacher_with_no_architecture(tmp_path: Path) -> None:
+    from tests import onnx_graphs
+
+    teacher = tmp_path / "teacher.onnx"
+    teacher.write_bytes(onnx_graphs.valid())
+    out = tmp_path / "student.safetensors"
+    result = subprocess.run(
+        [
+            DFKD,
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--student-arch",
+            "hinton800",
+            "--iterations",
+            "3",
+            "--batch-size",
+            "8",
+            "--hp",
+            "generator_width=16",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "metrics.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ONNX teacher converted" in result.stdout
+    # the student took the graph's input [1, 8, 8] and its 3 classes
+    student = build("hinton800", num_classes=3, in_channels=1, image_size=8)
+    load_weights(student, read_state_dict(out))
