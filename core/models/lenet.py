@@ -18,18 +18,37 @@ class LeNet5(nn.Module):
     """
 
     def __init__(
-        self, num_classes: int, in_channels: int, image_size: int, widths: tuple[int, ...]
+        self,
+        num_classes: int,
+        in_channels: int,
+        image_size: int,
+        widths: tuple[int, ...],
+        batchnorm: bool = False,
     ) -> None:
         super().__init__()
         c1, c2, c3, f1 = widths
         remaining = ((image_size - 4) // 2 - 4) // 2
         if remaining < 1:
             raise ValueError(f"image_size {image_size} is too small for LeNet-5 (minimum 16)")
-        self.block1 = nn.Sequential(nn.Conv2d(in_channels, c1, 5), nn.ReLU(), nn.MaxPool2d(2))
-        self.block2 = nn.Sequential(nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2))
-        self.block3 = nn.Sequential(nn.Conv2d(c2, c3, remaining), nn.ReLU())
+
+        def normalised(channels: int, two_d: bool = True) -> list[nn.Module]:
+            if not batchnorm:
+                return []
+            return [nn.BatchNorm2d(channels) if two_d else nn.BatchNorm1d(channels)]
+
+        self.block1 = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 5), *normalised(c1), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.block2 = nn.Sequential(
+            nn.Conv2d(c1, c2, 5), *normalised(c2), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.block3 = nn.Sequential(nn.Conv2d(c2, c3, remaining), *normalised(c3), nn.ReLU())
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(c3, f1), nn.ReLU(), nn.Linear(f1, num_classes)
+            nn.Flatten(),
+            nn.Linear(c3, f1),
+            *normalised(f1, two_d=False),
+            nn.ReLU(),
+            nn.Linear(f1, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -50,3 +69,16 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) ->
 def lenet5_half(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> nn.Module:
     """LeNet-5-half: every layer at half the channels of LeNet-5 (3-8-60, 42 hidden units)."""
     return LeNet5(num_classes, in_channels, image_size, widths=(3, 8, 60, 42))
+
+
+@register_model(taps=("block1", "block2"), bounds=_BOUNDS)
+def lenet5_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> nn.Module:
+    """LeNet-5 with BatchNorm after every conv and the hidden FC: a small BatchNorm teacher whose
+    classifier reads positions (no global pooling), for the BatchNorm-statistics methods."""
+    return LeNet5(num_classes, in_channels, image_size, (6, 16, 120, 84), batchnorm=True)
+
+
+@register_model(taps=("block1", "block2"), bounds=_BOUNDS)
+def lenet5_half_bn(num_classes: int = 10, in_channels: int = 1, image_size: int = 32) -> nn.Module:
+    """LeNet-5-half with BatchNorm: the small BatchNorm student beside `lenet5_half`."""
+    return LeNet5(num_classes, in_channels, image_size, (3, 8, 60, 42), batchnorm=True)

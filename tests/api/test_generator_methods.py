@@ -14,25 +14,9 @@ from core.evaluation import accuracy
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from service.settings import Settings
-from tests.processes import upload_lenet_teacher
+from tests.processes import upload_batchnorm_teacher, upload_lenet_teacher
 from worker.context import make_context
 from worker.job import run_job
-
-
-def upload_batchnorm_teacher(client: TestClient, path: Path) -> str:
-    with path.open("rb") as handle:
-        response = client.post(
-            "/v1/teachers",
-            files={"file": ("resnet8.safetensors", handle)},
-            data={
-                "architecture": "resnet8",
-                "architecture_kwargs": '{"width": 8}',
-                "input_mean": "[0.1307]",
-                "input_std": "[0.3081]",
-            },
-        )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def run_to_success(

@@ -20,18 +20,19 @@ from core.evaluation import accuracy
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from service.settings import Settings
-from tests.processes import upload_lenet_teacher
+from tests.processes import upload_batchnorm_teacher, upload_lenet_teacher
 from worker.context import make_context
 from worker.job import run_job
 
-# Short CPU runs (about a minute each here); the defaults and their measurements are in
+# Short CPU runs (about a minute each here; measured 92% cmi, 43% deepinversion, 67% fastdfkd);
+# the defaults and their measurements are in
 # docs/methods.md. Chance is 10%.
 QUICK_JOBS = {
     "deepinversion": {"synthesis_steps": 60, "competition": 1.0, "student_steps": 40},
     "cmi": {"synthesis_steps": 40, "student_steps": 40},
     "fastdfkd": {"g_steps": 5, "student_steps": 40, "warmup": 2},
 }
-CLEARLY_ABOVE_CHANCE = 0.2
+CLEARLY_ABOVE_CHANCE = 0.3
 
 
 @pytest.fixture(autouse=True)
@@ -40,22 +41,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def upload_batchnorm_teacher(client: TestClient, path: Path) -> str:
-    with path.open("rb") as handle:
-        response = client.post(
-            "/v1/teachers",
-            files={"file": ("resnet8.safetensors", handle)},
-            data={
-                "architecture": "resnet8",
-                "architecture_kwargs": '{"width": 8}',
-                "input_mean": "[0.1307]",
-                "input_std": "[0.3081]",
-            },
-        )
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 @pytest.mark.parametrize("method", sorted(QUICK_JOBS))

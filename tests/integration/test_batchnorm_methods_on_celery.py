@@ -14,7 +14,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from tests.processes import DFKD, start, start_api, stop, wait_for_job, wait_until
+from tests.processes import (
+    DFKD,
+    start,
+    start_api,
+    stop,
+    upload_batchnorm_teacher,
+    wait_for_job,
+    wait_until,
+)
 
 # a few rounds each: the method's mechanics on real parts (accuracy is tested in tests/api)
 JOBS = {
@@ -50,19 +58,13 @@ def test_batchnorm_methods_run_in_a_celery_worker_and_publish_their_pool_to_s3(
         api, base_url = start_api(env, tmp_path / "api.log")
         try:
             with httpx.Client(base_url=base_url, timeout=30) as client:
-                with batchnorm_teacher_file.open("rb") as handle:
-                    teacher = client.post(
-                        "/v1/teachers",
-                        files={"file": ("resnet8.safetensors", handle)},
-                        data={"architecture": "resnet8", "architecture_kwargs": '{"width": 8}'},
-                    )
-                assert teacher.status_code == 201, teacher.text
+                teacher_id = upload_batchnorm_teacher(client, batchnorm_teacher_file)
                 jobs = {}
                 for method, hyperparameters in JOBS.items():
                     job = client.post(
                         "/v1/jobs",
                         json={
-                            "teacher_id": teacher.json()["id"],
+                            "teacher_id": teacher_id,
                             "method": method,
                             "student": {"architecture": "lenet5_half"},
                             "iterations": 3,
