@@ -83,12 +83,28 @@ def screenshot(page: sync_api.Page, folder: Path, name: str) -> None:
     page.screenshot(path=folder / f"{name}.png", full_page=True)
 
 
-def fits_the_width(page: sync_api.Page) -> bool:
-    """No horizontal scrolling of the page itself (wide tables scroll inside their own box)."""
-    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+WIDER_THAN_THE_PAGE = """() => [...document.querySelectorAll('body *')]
+    .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                 && !e.closest('.table-wrap'))
+    .slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className)"""
 
 
-def start_job_from_form(page: sync_api.Page, base_url: str, teacher_id: str, seed: int) -> str:
+def wider_than_the_page(page: sync_api.Page) -> list[str]:
+    """What makes the page scroll sideways (wide tables scroll inside their own box instead)."""
+    if page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"):
+        return []
+    return page.evaluate(WIDER_THAN_THE_PAGE) or ["something outside the elements"]
+
+
+def start_job_from_form(
+    page: sync_api.Page,
+    base_url: str,
+    teacher_id: str,
+    seed: int,
+    iterations: int = 30,
+    evaluate: bool = False,
+    time_limit: float | None = None,
+) -> str:
     page.goto(f"{base_url}/teachers/{teacher_id}")
     form = page.locator("#job-form")
     form.get_by_label("Method", exact=True).select_option("zskt")
@@ -96,17 +112,19 @@ def start_job_from_form(page: sync_api.Page, base_url: str, teacher_id: str, see
     assert page.locator("#hp-student_steps").input_value() == "10"
     assert "student steps" in page.locator("#hp-student_steps-help").inner_text()
     form.get_by_label("Student architecture", exact=True).select_option("lenet5_half")
-    form.get_by_label("Iterations", exact=True).fill("30")
+    form.get_by_label("Iterations", exact=True).fill(str(iterations))
     form.get_by_label("Batch size", exact=True).fill("32")
     form.get_by_label("Seed", exact=True).fill(str(seed))
     page.locator("#sample-every").fill("10")
     page.locator("#hp-student_steps").fill("2")
     page.locator("#hp-generator_width").fill("8")
     page.locator("#hp-log_every").fill("2")
-    if seed == 0:  # the first job is evaluated; the compare page's second one is not
+    if evaluate:
         form.get_by_label("Evaluation dataset", exact=True).select_option(index=1)
         page.locator("#mte-images").fill("20")
         page.locator("#mte-steps").fill("10")
+    if time_limit is not None:
+        form.get_by_label("Time limit (s)", exact=True).fill(str(time_limit))
     page.get_by_role("button", name="Start job").click()
     page.wait_for_url(re.compile(r"/jobs/job_[0-9a-z]+$"))
     return page.url.rsplit("/", 1)[1]
@@ -115,7 +133,7 @@ def start_job_from_form(page: sync_api.Page, base_url: str, teacher_id: str, see
 def test_the_quickstart_through_the_pages(
     tmp_path: Path, browser: sync_api.Browser, teacher_file: Path, heldout_file: Path
 ) -> None:
-    running, _ = serve(tmp_path)
+    running, _ = serve(tmp_path, DFKD_CHECKPOINT_EVERY="20")  # a time limit acts within seconds
     shots = tmp_path / "screenshots"
     console = Console()
     for base_url in running:
@@ -154,8 +172,8 @@ def test_the_quickstart_through_the_pages(
         sync_api.expect(page.locator("#job-result")).to_contain_text("student_steps")
         screenshot(page, shots, "teacher")
 
-        first = start_job_from_form(page, base_url, teacher_id, seed=0)
-        second = start_job_from_form(context.new_page(), base_url, teacher_id, seed=1)
+        first = start_job_from_form(page, base_url, teacher_id, seed=0, evaluate=True)
+        second = start_job_from_form(console.watch(context.new_page()), base_url, teacher_id, 1)
         page.goto(f"{base_url}/jobs/{first}")
         badge = page.locator(".job-header .badge")
         sync_api.expect(badge).to_have_text("succeeded", timeout=JOB_SECONDS * 1000)
@@ -213,7 +231,7 @@ def test_the_quickstart_through_the_pages(
         phone.goto(f"{base_url}/jobs/{first}")
         sync_api.expect(phone.locator(".job-header .badge")).to_have_text("succeeded")
         phone.wait_for_function("() => document.querySelector('#sample-grid').naturalWidth > 0")
-        assert fits_the_width(phone)
+        assert wider_than_the_page(phone) == []
         screenshot(phone, shots, "job-phone")
 
         # the jobs list: both jobs, live progress, filters
@@ -222,14 +240,41 @@ def test_the_quickstart_through_the_pages(
             "succeeded", timeout=JOB_SECONDS * 1000
         )
         sync_api.expect(page.locator("tbody tr")).to_have_count(2)
-        page.get_by_label("Status").select_option("failed")
+        page.get_by_label("Status").select_option("cancelled")
         sync_api.expect(page.locator("tbody")).to_contain_text("No jobs here yet.")
         page.get_by_label("Status").select_option("succeeded")
         sync_api.expect(page.locator("tbody tr[data-job]")).to_have_count(2)
         assert "status=succeeded" in page.url
         screenshot(page, shots, "jobs")
 
+        # a long job, live: its curves grow while it runs, then Cancel stops it
+        endless = start_job_from_form(page, base_url, teacher_id, seed=2, iterations=100_000)
+        limited = start_job_from_form(
+            console.watch(context.new_page()), base_url, teacher_id, 3, 100_000, time_limit=1
+        )
+        page.goto(f"{base_url}/jobs/{endless}")
+        sync_api.expect(page.locator(".job-header .badge")).to_have_text("running", timeout=60_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('#charts path').length > 0", timeout=60_000
+        )
+        counts = "document.querySelector('#charts path').getAttribute('d').split('L').length"
+        drawn = page.evaluate(counts)
+        page.wait_for_function(f"() => {counts} > {drawn}", timeout=60_000)  # no reload: live
+        page.get_by_role("button", name="Cancel job").click()
+        sync_api.expect(page.locator(".job-header .badge")).to_have_text(
+            "cancelled", timeout=60_000
+        )
+        sync_api.expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+        # a job that failed shows its error code and message
+        page.goto(f"{base_url}/jobs/{limited}")
+        sync_api.expect(page.locator(".job-header .badge")).to_have_text(
+            "failed", timeout=JOB_SECONDS * 1000
+        )
+        sync_api.expect(page.locator("#main .error")).to_contain_text("(time_limit)")
+        screenshot(page, shots, "job-failed")
+
         # compare: tick both, every series overlaid with one line per job
+        page.goto(f"{base_url}/?status=succeeded")
         page.get_by_label(f"select {first} to compare").check()
         page.get_by_label(f"select {second} to compare").check()
         page.get_by_role("button", name="Compare selected").click()
@@ -281,7 +326,7 @@ def test_a_deployment_with_keys_asks_for_one_and_shows_only_its_tenant(
         assert not dialog.is_visible()
         # another tenant's teacher is the API's 404, shown as such
         page.goto(f"{base_url}/teachers/{theirs}")
-        sync_api.expect(page.locator(".error")).to_contain_text("not_found")
+        sync_api.expect(page.locator("#main .error")).to_contain_text("not_found")
         context.close()
     assert console.others() == []
     # no key, the wrong key (each refused once, with one dialog), another tenant's teacher

@@ -81,6 +81,7 @@ export function jobForm({ teacher, methods, architectures, datasets, submit }) {
   const sampleEvery = el("input", { id: "sample-every", type: "number", min: "0", step: "1", placeholder: "service default" });
   const mteImages = el("input", { id: "mte-images", type: "number", min: "0", step: "1", placeholder: "service default" });
   const mteSteps = el("input", { id: "mte-steps", type: "number", min: "1", step: "1", placeholder: "service default" });
+  const timeLimit = el("input", { id: "time-limit", type: "number", min: "1", step: "any", placeholder: "the deployment's" });
   const hyperparameters = el("fieldset", { id: "hyperparameters" });
   const iterationsHelp = el("small", { id: "iterations-help" });
   iterations.setAttribute("aria-describedby", "iterations-help");
@@ -114,7 +115,8 @@ export function jobForm({ teacher, methods, architectures, datasets, submit }) {
       field("evaluation-dataset", "Evaluation dataset", evaluation, "a labelled set for the report: accuracy, agreement, MTE"),
       field("sample-every", "Sample grid every (iterations)", sampleEvery, "0: none"),
       field("mte-images", "MTE images", mteImages, "0 skips MTE"),
-      field("mte-steps", "MTE steps", mteSteps)),
+      field("mte-steps", "MTE steps", mteSteps),
+      field("time-limit", "Time limit (s)", timeLimit, "past it the job fails with time_limit at its next checkpoint")),
     hyperparameters,
     el("button", { type: "submit", id: "start-job", text: "Start job" }),
     result);
@@ -125,7 +127,7 @@ export function jobForm({ teacher, methods, architectures, datasets, submit }) {
     event.preventDefault();
     const body = { teacher_id: teacher.id, method: method.value, student: { architecture: student.value } };
     const optional = [["iterations", iterations, Number.parseInt], ["budget_seconds", budget, Number], ["batch_size", batch, Number.parseInt],
-      ["seed", seed, Number.parseInt], ["sample_every", sampleEvery, Number.parseInt], ["mte_images", mteImages, Number.parseInt], ["mte_steps", mteSteps, Number.parseInt]];
+      ["seed", seed, Number.parseInt], ["sample_every", sampleEvery, Number.parseInt], ["mte_images", mteImages, Number.parseInt], ["mte_steps", mteSteps, Number.parseInt], ["time_limit_seconds", timeLimit, Number]];
     for (const [name, input, parse] of optional) if (input.value.trim() !== "") body[name] = parse(input.value, 10);
     if (evaluation.value) body.evaluation_dataset_id = evaluation.value;
     try {

@@ -35,6 +35,7 @@ main.append(
 
 const selected = new Set();
 let current = null; // the page shown
+let shown = ""; // what the rows were drawn from: redrawn only when it changed (keeps focus)
 
 function row(job) {
   const box = el("input", { type: "checkbox", "aria-label": `select ${job.id} to compare`, checked: selected.has(job.id) });
@@ -67,8 +68,12 @@ async function load() {
     return true;
   }
   message.replaceChildren();
-  body.replaceChildren(...current.items.map(row));
-  if (!current.items.length) body.append(el("tr", {}, el("td", { colspan: "8", text: "No jobs here yet." })));
+  const drawn = JSON.stringify(current);
+  if (drawn !== shown) {
+    shown = drawn;
+    body.replaceChildren(...current.items.map(row));
+    if (!current.items.length) body.append(el("tr", {}, el("td", { colspan: "8", text: "No jobs here yet." })));
+  }
   newer.disabled = state.cursors.length === 0;
   older.disabled = !current.has_more;
   return true;

@@ -65,20 +65,15 @@ export function layout(current) {
   document.body.append(dialog);
 }
 
-// Runs fn again every `seconds` while it returns true and the page is visible.
+// Calls fn every `seconds` (skipped while the tab is hidden) until it returns false.
 export function every(seconds, fn) {
-  let timer = null;
   const tick = async () => {
     let again = true;
     try {
-      again = await fn();
+      if (!document.hidden) again = await fn();
     } finally {
-      if (again !== false) timer = setTimeout(tick, seconds * 1000);
+      if (again !== false) setTimeout(tick, seconds * 1000);
     }
   };
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && timer === null) tick();
-  });
-  timer = setTimeout(tick, seconds * 1000);
-  return () => clearTimeout(timer);
+  setTimeout(tick, seconds * 1000);
 }
