@@ -5,12 +5,15 @@ The whole quickstart without a terminal: upload a labelled set and a teacher thr
 start jobs from the generated form, watch one reach `succeeded` with curves and sample grids,
 read its report, download the student in three formats (the safetensors one loads into the
 registry's model), overlay two jobs on the compare page, and the key prompt of a deployment that
-requires keys. No page may log a console error. Screenshots land in the test's tmp folder
-(docs/dashboard/ holds copies for the README).
+requires keys. No page may log a console error. Screenshots land in the test's tmp folder, and
+also in DFKD_DASHBOARD_SCREENSHOTS when it names a folder: the README's come from
+
+    DFKD_DASHBOARD_SCREENSHOTS=docs/dashboard pytest tests/api/test_dashboard.py
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -19,12 +22,11 @@ from pathlib import Path
 import httpx
 import onnx
 import pytest
+from playwright import sync_api
 
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from tests.processes import create_api_key, embedded_env, start_api, stop, upload_lenet_teacher
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is a dev extra")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 LAPTOP = {"width": 1280, "height": 900}
@@ -81,6 +83,8 @@ class Console:
 def screenshot(page: sync_api.Page, folder: Path, name: str) -> None:
     folder.mkdir(exist_ok=True)
     page.screenshot(path=folder / f"{name}.png", full_page=True)
+    if published := os.environ.get("DFKD_DASHBOARD_SCREENSHOTS"):
+        shutil.copyfile(folder / f"{name}.png", Path(published) / f"{name}.png")
 
 
 WIDER_THAN_THE_PAGE = """() => [...document.querySelectorAll('body *')]

@@ -27,10 +27,18 @@ export function ticks(low, high, count = 5) {
   return values;
 }
 
-function label(value) {
+// A tick's text with as many digits as the tick spacing needs (0.00196 and 0.00198 stay apart).
+function label(value, step) {
   const magnitude = Math.abs(value);
-  if (magnitude !== 0 && (magnitude >= 1e5 || magnitude < 1e-3)) return value.toExponential(1);
-  return String(Number(value.toPrecision(4)));
+  if (magnitude >= 1e5 || (magnitude !== 0 && step < 1e-4)) {
+    const digits = Math.floor(Math.log10(magnitude)) - Math.floor(Math.log10(step));
+    return value.toExponential(Math.min(6, Math.max(1, digits)));
+  }
+  return value.toFixed(Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)));
+}
+
+function spacing(values) {
+  return values.length > 1 ? values[1] - values[0] : Math.abs(values[0]) || 1;
 }
 
 function extent(values) {
@@ -73,13 +81,15 @@ export function lineChart({ title, series, xLabel }) {
   const sy = (y) => MARGIN.top + plotH - ((y - y0) / (y1 - y0)) * plotH;
 
   const axes = svg("g", { class: "axes" });
-  for (const t of ticks(y0, y1, 4)) {
+  const yTicks = ticks(y0, y1, 4);
+  for (const t of yTicks) {
     axes.append(svg("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: sy(t), y2: sy(t), class: "grid" }));
-    axes.append(svg("text", { x: MARGIN.left - 6, y: sy(t) + 4, "text-anchor": "end" }, label(t)));
+    axes.append(svg("text", { x: MARGIN.left - 6, y: sy(t) + 4, "text-anchor": "end" }, label(t, spacing(yTicks))));
   }
-  for (const t of ticks(x0, x1, 5)) {
+  const xTicks = ticks(x0, x1, 5);
+  for (const t of xTicks) {
     axes.append(svg("line", { x1: sx(t), x2: sx(t), y1: HEIGHT - MARGIN.bottom, y2: HEIGHT - MARGIN.bottom + 4, class: "tick" }));
-    axes.append(svg("text", { x: sx(t), y: HEIGHT - MARGIN.bottom + 16, "text-anchor": "middle" }, label(t)));
+    axes.append(svg("text", { x: sx(t), y: HEIGHT - MARGIN.bottom + 16, "text-anchor": "middle" }, label(t, spacing(xTicks))));
   }
   axes.append(svg("text", { x: MARGIN.left + plotW / 2, y: HEIGHT - 4, "text-anchor": "middle", class: "axis-label" }, xLabel));
   axes.append(svg("rect", { x: MARGIN.left, y: MARGIN.top, width: plotW, height: plotH, class: "frame" }));
@@ -115,7 +125,9 @@ export function lineChart({ title, series, xLabel }) {
   return figure;
 }
 
-// One metric's points as [x, y]: by step, or by seconds since `start` (ms) when wall is true.
+// One metric's points as [x, y]: by step, or by seconds since `start` (ms) when wall is true
+// (the time a point was stored: workers store them in batches, so wall time climbs in stairs).
 export function metricPoints(points, wall, start) {
-  return points.map((p) => [wall ? (Date.parse(p.time) - start) / 1000 : p.step, p.value]);
+  if (!wall) return points.map((p) => [p.step, p.value]);
+  return points.map((p) => [(Date.parse(p.time) - start) / 1000, p.value]).sort((a, b) => a[0] - b[0]);
 }

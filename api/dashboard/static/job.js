@@ -164,6 +164,10 @@ function renderSettings() {
 }
 
 async function renderReport() {
+  if (!job.evaluation_dataset_id && !job.report) {
+    report.replaceChildren(el("p", { text: "This job names no evaluation dataset, so it has no report." }));
+    return;
+  }
   if (!job.report || reportShown) return;
   reportShown = true;
   const numbers = Object.entries(job.report).filter(([, v]) => typeof v !== "object");
