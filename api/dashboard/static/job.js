@@ -7,6 +7,7 @@ import { MetricStore } from "./metrics.js";
 
 layout(null);
 const jobId = decodeURIComponent(location.pathname.split("/")[2] || "");
+const jobPath = `/v1/jobs/${encodeURIComponent(jobId)}`;
 const main = document.getElementById("main");
 const section = (id, title, ...children) =>
   el("section", { id, "aria-labelledby": `${id}-title` }, el("h2", { id: `${id}-title`, text: title }), ...children);
@@ -61,7 +62,7 @@ function renderHeader() {
 async function saveStudent(format, button) {
   button.disabled = true;
   try {
-    const name = await download(`/v1/jobs/${jobId}/student?format=${format}&delivery=stream`, `${jobId}.${format}`);
+    const name = await download(`${jobPath}/student?format=${format}&delivery=stream`, `${jobId}.${format}`);
     button.after(el("span", { class: "note", role: "status", text: ` saved ${name}` }));
   } catch (error) {
     button.after(errorBox(error));
@@ -78,7 +79,7 @@ function renderActions() {
     cancel.addEventListener("click", async () => {
       cancel.disabled = true;
       try {
-        job = await (await request(`/v1/jobs/${jobId}/cancel`, { method: "POST" })).json();
+        job = await (await request(`${jobPath}/cancel`, { method: "POST" })).json();
         render();
       } catch (error) {
         showError(problem, error);
@@ -120,7 +121,7 @@ async function showGrid() {
 }
 
 async function updateSamples() {
-  const listed = (await getJson(`/v1/jobs/${jobId}/samples`)).items;
+  const listed = (await getJson(`${jobPath}/samples`)).items;
   if (listed.length === samples.length) return;
   const followLatest = samples.length === 0 || Number(slider.value) === samples.length - 1;
   samples = listed;
@@ -132,7 +133,7 @@ async function updateSamples() {
 
 async function updateEvents() {
   for (;;) {
-    const page = await getJson(`/v1/jobs/${jobId}/events?after=${eventsAfter}&limit=500`);
+    const page = await getJson(`${jobPath}/events?after=${eventsAfter}&limit=500`);
     for (const event of page.items) {
       eventsBody.append(el("tr", { class: `event-${event.kind}` },
         el("td", { text: when(event.time) }), el("td", { text: event.kind }), el("td", { text: event.message })));
@@ -186,7 +187,7 @@ async function renderReport() {
     const plot = el("img", { id: "transition-plot", alt: "transition curves as the service plotted them" });
     plots.append(el("figure", { class: "chart" }, el("figcaption", { text: "the service's plot" }), plot));
     parts.push(plots);
-    objectUrl(`/v1/jobs/${jobId}/report/transition-curves.png`).then((url) => { plot.src = url; }, (error) => plot.replaceWith(errorBox(error)));
+    objectUrl(`${jobPath}/report/transition-curves.png`).then((url) => { plot.src = url; }, (error) => plot.replaceWith(errorBox(error)));
   }
   report.replaceChildren(...parts);
 }
@@ -198,7 +199,7 @@ function render() {
 }
 
 async function refresh() {
-  job = await getJson(`/v1/jobs/${encodeURIComponent(jobId)}`);
+  job = await getJson(jobPath);
   const ended = FINAL.has(job.status);
   const grew = ended ? (await metrics.reload(), true) : await metrics.update();
   await Promise.all([updateSamples(), updateEvents()]);
