@@ -205,7 +205,9 @@ def test_the_quickstart_through_the_pages(
         sync_api.expect(page.locator("#sample-step-value")).to_contain_text(
             f"step {grids[0]['step']}"
         )
-        assert image.get_attribute("alt") == f"generator samples at step {grids[0]['step']}"
+        sync_api.expect(image).to_have_attribute(
+            "alt", f"generator samples at step {grids[0]['step']}"
+        )
 
         # the report: accuracies, agreement, MTE with its curves (SVG and the service's PNG)
         report = page.locator("#report")

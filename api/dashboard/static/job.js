@@ -222,7 +222,7 @@ async function start() {
           return await refresh();
         } catch (error) {
           showError(problem, error);
-          return true;
+          return error.status !== 404; // deleted meanwhile: nothing more to watch
         }
       });
     }
