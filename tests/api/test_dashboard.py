@@ -246,6 +246,9 @@ def test_the_quickstart_through_the_pages(
             "succeeded", timeout=JOB_SECONDS * 1000
         )
         sync_api.expect(page.locator("tbody tr")).to_have_count(2)
+        sync_api.expect(page.locator(f'tr[data-job="{first}"]')).to_contain_text(
+            "LeNet-5 on digits"
+        )
         page.get_by_label("Status").select_option("cancelled")
         sync_api.expect(page.locator("tbody")).to_contain_text("No jobs here yet.")
         page.get_by_label("Status").select_option("succeeded")

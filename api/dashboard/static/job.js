@@ -54,7 +54,8 @@ function renderHeader() {
     el("p", { class: "meta" },
       `${job.method} · teacher `, el("a", { href: `/teachers/${job.teacher_id}`, text: job.teacher_id }),
       ` · student ${job.student.architecture} · created ${when(job.created_at)}`,
-      job.finished_at ? ` · finished ${when(job.finished_at)}` : ""),
+      job.finished_at ? ` · finished ${when(job.finished_at)}` : "",
+      job.progress.samples_per_second ? ` · ${number(job.progress.samples_per_second)} pseudo-samples/s` : ""),
     progressCell(job));
   problem.replaceChildren(...(job.error ? [errorBox(job.error)] : []));
 }

@@ -36,6 +36,15 @@ main.append(
 const selected = new Set();
 let current = null; // the page shown
 let shown = ""; // what the rows were drawn from: redrawn only when it changed (keeps focus)
+const teacherNames = new Map(); // id -> name, fetched once per teacher
+
+async function nameTeachers(jobs) {
+  const missing = [...new Set(jobs.map((job) => job.teacher_id))].filter((id) => !teacherNames.has(id));
+  await Promise.all(missing.map(async (id) => {
+    const teacher = await getJson(`/v1/teachers/${encodeURIComponent(id)}`);
+    teacherNames.set(id, teacher.name);
+  }));
+}
 
 function row(job) {
   const box = el("input", { type: "checkbox", "aria-label": `select ${job.id} to compare`, checked: selected.has(job.id) });
@@ -49,7 +58,7 @@ function row(job) {
     el("td", {}, el("a", { href: `/jobs/${job.id}`, text: job.id })),
     el("td", {}, statusBadge(job.status)),
     el("td", { text: job.method }),
-    el("td", {}, el("a", { href: `/teachers/${job.teacher_id}`, text: job.teacher_id })),
+    el("td", {}, el("a", { href: `/teachers/${job.teacher_id}`, text: teacherNames.get(job.teacher_id) || job.teacher_id, title: job.teacher_id })),
     el("td", { text: job.student.architecture }),
     el("td", {}, progressCell(job)),
     el("td", { text: when(job.created_at) }));
@@ -63,6 +72,7 @@ async function load() {
   if (after) query.set("after", after);
   try {
     current = await getJson(`/v1/jobs?${query}`);
+    await nameTeachers(current.items);
   } catch (error) {
     showError(message, error);
     return true;
