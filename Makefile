@@ -15,7 +15,8 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Debian's Chromium: tests/api/test_swagger_ui.py renders /docs in it, headless (CI runs as root).
+# Debian's Chromium: tests/api/test_swagger_ui.py renders /docs in it and tests/api/test_dashboard.py
+# drives the dashboard in it through Playwright, headless (CI runs as root).
 browser:
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 

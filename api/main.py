@@ -16,7 +16,17 @@ from api.errors import install_error_handlers
 from api.event_stream import POLL_THREADS
 from api.observability import install_observability, serve_internal_metrics
 from api.openapi import install_contract
-from api.routes import architectures, datasets, deletions, events, health, jobs, methods, teachers
+from api.routes import (
+    architectures,
+    dashboard,
+    datasets,
+    deletions,
+    events,
+    health,
+    jobs,
+    methods,
+    teachers,
+)
 from api.stream_slots import StreamSlots
 from api.uploads import UPLOAD_OVERHEAD
 from service.blobstore import BlobStore, make_blob_store
@@ -94,7 +104,9 @@ def create_app(
         jobs.router,
         events.router,
         deletions.router,
+        dashboard.router,  # HTML pages, outside the OpenAPI document
     ):
         app.include_router(router)
+    app.mount(dashboard.STATIC_URL, dashboard.static_files(), name="dashboard-static")
     install_contract(app, keys_required=settings.require_api_keys)
     return app
