@@ -52,8 +52,14 @@ class PoolSynthesisConfig(MethodConfig):
     batch_size: int = hyperparameter(
         256, "inputs synthesised per round, and the student's batch (released: 256)", ge=2, le=8192
     )
-    student_steps: int = hyperparameter(
-        400, "student KD steps on the pool after each round (released kd_steps: 400)", ge=0
+    student_steps: int | None = hyperparameter(
+        None,
+        "student KD steps on the pool after each round; unset: 400 on a GPU (released kd_steps), "
+        "50 on a CPU (a CPU budget's few rounds each train the student less)",
+        ge=0,
+        le=100_000,
+        cpu=50,
+        gpu=400,
     )
     warmup: int = hyperparameter(
         0, "rounds that only fill the pool before the student trains", ge=0
@@ -175,8 +181,15 @@ class PoolSynthesisRun(MethodRun):
     def total_steps(self) -> int | None:
         return self.config.iterations
 
+    def synthesis_steps_per_round(self) -> int:
+        """Forward-backward passes of a batch one round's synthesis takes."""
+        return 1
+
     def inputs_per_step(self, step: int) -> int:
-        return self.config.batch_size * (1 + self.config.student_steps)
+        assert self.config.student_steps is not None
+        return self.config.batch_size * (
+            self.synthesis_steps_per_round() + self.config.student_steps
+        )
 
     def student_trained(self, step: int) -> bool:
         return step > self.config.warmup

@@ -75,14 +75,6 @@ class CMIConfig(PoolSynthesisConfig):
         cpu=40,
         gpu=200,
     )
-    student_steps: int | None = hyperparameter(
-        None,
-        "student KD steps on the pool after each round; unset: 400 on a GPU, 50 on a CPU",
-        ge=0,
-        le=100_000,
-        cpu=50,
-        gpu=400,
-    )
     lr_generator: float = hyperparameter(
         1e-3, "Adam lr of generator, z and head (released 1e-3)", gt=0
     )
@@ -131,10 +123,9 @@ class CMI(PoolSynthesisRun):
         )
         self.bank = torch.zeros(0, features)  # teacher features of earlier inputs (CPU)
 
-    def inputs_per_step(self, step: int) -> int:
-        config = self.config
-        assert config.synthesis_steps is not None and config.student_steps is not None
-        return config.batch_size * (config.synthesis_steps + config.student_steps)
+    def synthesis_steps_per_round(self) -> int:
+        assert self.config.synthesis_steps is not None
+        return self.config.synthesis_steps
 
     def fresh_generator(self) -> nn.Module:
         """A generator initialised from the synthesis stream (so a resumed run builds the same)."""

@@ -77,14 +77,6 @@ class DeepInversionConfig(PoolSynthesisConfig):
         cpu=200,
         gpu=2000,
     )
-    student_steps: int | None = hyperparameter(
-        None,
-        "student KD steps on the pool after each round; unset: 400 on a GPU, 50 on a CPU",
-        ge=0,
-        le=100_000,
-        cpu=50,
-        gpu=400,
-    )
     lr_synthesis: float = hyperparameter(
         0.05, "Adam learning rate of the inputs, cosine within a round (paper: 0.05)", gt=0, le=10
     )
@@ -121,10 +113,9 @@ class DeepInversionConfig(PoolSynthesisConfig):
 class DeepInversion(PoolSynthesisRun):
     config: DeepInversionConfig
 
-    def inputs_per_step(self, step: int) -> int:
-        config = self.config
-        assert config.synthesis_steps is not None and config.student_steps is not None
-        return config.batch_size * (config.synthesis_steps + config.student_steps)
+    def synthesis_steps_per_round(self) -> int:
+        assert self.config.synthesis_steps is not None
+        return self.config.synthesis_steps
 
     def synthesise(self, step: int, fraction: float) -> torch.Tensor:
         config = self.config

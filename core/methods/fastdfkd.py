@@ -49,15 +49,6 @@ class FastDFKDConfig(PoolSynthesisConfig):
     iterations: int | None = hyperparameter(
         220, "synthesis rounds (released: 220 epochs, one batch each)", ge=1
     )
-    student_steps: int | None = hyperparameter(
-        None,
-        "student KD steps on the pool after each round; unset: 400 on a GPU (released kd_steps), "
-        "50 on a CPU",
-        ge=0,
-        le=100_000,
-        cpu=50,
-        gpu=400,
-    )
     warmup: int | None = hyperparameter(
         None,
         "rounds that only fill the pool; unset: 20 on a GPU (released), 4 on a CPU",
@@ -143,6 +134,9 @@ class FastDFKD(PoolSynthesisRun):
         self.meta_optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=config.lr_generator * config.g_steps, betas=(0.5, 0.999)
         )
+
+    def synthesis_steps_per_round(self) -> int:
+        return self.config.g_steps
 
     def synthesise(self, step: int, fraction: float) -> torch.Tensor:
         config, teacher = self.config, self.run_teacher

@@ -6,7 +6,6 @@ teacher's, sample grids, and the 422 for a teacher without BatchNorm."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,7 @@ QUICK_JOBS = {
 CLEARLY_ABOVE_CHANCE = 0.3
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("method", sorted(QUICK_JOBS))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,15 +16,7 @@ from core.methods.dfad import DFADConfig
 from core.models import build
 from core.training import CancelledError, DistillationTask, DivergedError, Progress, TrainingHooks
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """LeNet-sized batches gain little from a second thread, and on a CPU shared with other
-    processes the thread pool's synchronisation made these runs ~7x slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lenet_task(teacher: nn.Module, student: nn.Module | None = None) -> DistillationTask:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,14 +14,7 @@ from core.fewshot import fine_tune as distill
 from core.models import build, get_spec
 from core.training import DistillationTask, Progress, TrainingHooks
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Batches of 64 small images gain little from a second thread; on a shared CPU it costs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lenet_task(teacher: nn.Module, student: nn.Module) -> DistillationTask:
