@@ -167,7 +167,7 @@ def first_time_at(curve: list[tuple[float, float]], target: float) -> float | No
     return next((seconds for seconds, measured in curve if measured >= target), None)
 
 
-def plot(runs: list[Run], teacher_accuracy: float, path: Path) -> None:
+def plot(runs: list[Run], teacher_accuracy: float, teacher: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,29 +181,32 @@ def plot(runs: list[Run], teacher_accuracy: float, path: Path) -> None:
         axes.plot(seconds, [100 * value for value in measured], label=run.method)
     axes.axhline(100 * teacher_accuracy, color="black", linestyle="--", label="teacher")
     axes.axhline(100 * teacher_accuracy - 1, color="grey", linestyle=":", label="teacher - 1")
-    axes.set_xlabel("wall-clock seconds (2 CPU cores)")
+    axes.set_xlabel("wall-clock seconds (one CPU thread a run)")
     axes.set_ylabel("held-out accuracy (%)")
     axes.set_ylim(0, 100)
-    axes.set_title("Time to accuracy on the digits: ResNet teacher -> LeNet-5-half")
+    axes.set_title(f"Time to accuracy on the held-out digits: {teacher} -> lenet5_half")
     axes.legend(loc="lower right")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 
 
-def table(runs: list[Run], teacher_accuracy: float, args: argparse.Namespace) -> str:
+def table(
+    runs: list[Run], teacher_accuracy: float, commands: list[str], args: argparse.Namespace
+) -> str:
     target = teacher_accuracy - 0.01
     begin, end = markers(args.section)
     lines = [
         begin,
         f"## The BatchNorm-statistics methods on a `{args.teacher}` teacher (issue 13)",
         "",
-        f"Written by `python {' '.join(['bench/batchnorm_methods.py', *sys.argv[1:]])}` "
-        f"({platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"load at the end `{os.getloadavg()[0]:.1f}`). Teacher: `{args.teacher}` "
-        f"{args.teacher_kwargs}, {100 * teacher_accuracy:.2f}% held out. Each method on a "
-        f"{args.budget:g} s budget with its CPU defaults, batch {args.batch_size}; the last "
-        "iterate; validation = the teacher's 4 000 training digits. Synthesis = seconds in the "
-        "pool methods' synthesis, the rest of the wall time is the student's.",
+        f"Written by `bench/batchnorm_methods.py` ({platform.machine()}, torch "
+        f"{torch.__version__}) from the runs of: {'; '.join(commands)}. Teacher: "
+        f"`{args.teacher}` {args.teacher_kwargs}, {100 * teacher_accuracy:.2f}% held out. Each "
+        "method on a time budget with its CPU defaults, batch "
+        f"{args.batch_size}; the last iterate; validation = the teacher's 4 000 training "
+        "digits. `s to teacher - 1`: the first log point at or above the teacher's accuracy "
+        "minus 1 point. Synthesis = seconds in the pool methods' synthesis, the rest of the wall "
+        "time is the student's.",
         "",
         "| method | student | seeds | held out (%) | validation (%) | s to teacher - 1 | "
         "wall (s) | synthesis (s) | steps |",
@@ -281,18 +284,31 @@ def main() -> None:
                 runs.append(run)
     parts = REPO / "bench" / "results" / "batchnorm_methods" / args.section
     parts.mkdir(parents=True, exist_ok=True)
-    (parts / f"{args.part}.json").write_text(
-        json.dumps({"teacher": teacher_accuracy, "runs": [asdict(run) for run in runs]}, indent=1)
-    )
+    if runs:  # `--only` with no method re-renders the section from the parts on disk
+        command = " ".join(["python bench/batchnorm_methods.py", *sys.argv[1:]])
+        load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+        (parts / f"{args.part}.json").write_text(
+            json.dumps(
+                {
+                    "teacher": teacher_accuracy,
+                    "command": f"`{command}` ({torch.get_num_threads()} thread(s), load {load})",
+                    "runs": [asdict(run) for run in runs],
+                },
+                indent=1,
+            )
+        )
+    stored = [json.loads(part.read_text()) for part in sorted(parts.glob("*.json"))]
     merged = [
         Run(**{**run, "curve": [tuple(point) for point in run["curve"]]})
-        for part in sorted(parts.glob("*.json"))
-        for run in json.loads(part.read_text())["runs"]
+        for part in stored
+        for run in part["runs"]
     ]
-    section = table(merged, teacher_accuracy, args)
+    commands = [part.get("command", "an earlier run") for part in stored]
+    section = table(merged, teacher_accuracy, commands, args)
     print(section)
     if not args.no_docs:
-        plot(merged, teacher_accuracy, REPO / "docs" / f"batchnorm_methods-{args.section}.png")
+        picture = REPO / "docs" / f"batchnorm_methods-{args.section}.png"
+        plot(merged, teacher_accuracy, args.teacher, picture)
         write_section(section, args.section, REPO / "docs" / "results.md")
 
 
