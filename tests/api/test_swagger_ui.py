@@ -121,5 +121,7 @@ def test_swagger_ui_renders_every_operation(tmp_path: Path, base_url: str) -> No
     assert {operation_id for _, _, operation_id, _ in operations} <= rendered_ids
     summaries = re.findall(r'class="opblock-summary-description">([^<]*)<', dom)
     assert sorted(summaries) == sorted(summary for _, _, _, summary in operations)
-    assert "Upload a teacher (safetensors weights of a registry architecture)" in summaries
+    assert "Upload a teacher (safetensors weights of a named architecture, or an ONNX graph)" in (
+        summaries
+    )
     assert "Start a distillation job" in summaries

@@ -186,3 +186,49 @@ def test_distill_takes_an_onnx_teacher_with_no_architecture(tmp_path: Path) -> N
     # the student took the graph's input [1, 8, 8] and its 3 classes
     student = build("hinton800", num_classes=3, in_channels=1, image_size=8)
     load_weights(student, read_state_dict(out))
+
+
+def test_distill_runs_a_pool_method_on_a_batchnorm_teacher(
+    tmp_path: Path, batchnorm_teacher_file: Path, heldout_file: Path
+) -> None:
+    """The 2020s methods come to the CLI from the registry like the others: FastDFKD on the
+    LeNet-5-BN teacher, a student better than chance after a few rounds."""
+    out = tmp_path / "student.safetensors"
+    result = subprocess.run(
+        [
+            DFKD,
+            "distill",
+            "--teacher",
+            str(batchnorm_teacher_file),
+            "--teacher-arch",
+            "lenet5_bn",
+            "--student-arch",
+            "lenet5_half",
+            "--method",
+            "fastdfkd",
+            "--iterations",
+            "20",
+            "--batch-size",
+            "64",
+            "--hp",
+            "warmup=2",
+            "--hp",
+            "student_steps=40",
+            "--device",
+            "cpu",
+            "--eval-data",
+            str(heldout_file),
+            "--mte-images",
+            "0",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 20
+    assert summary["student_accuracy"] > 0.3, summary  # chance is 0.1
+    load_weights(build("lenet5_half"), read_state_dict(out))

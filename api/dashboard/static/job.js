@@ -72,7 +72,14 @@ async function saveStudent(format, button) {
   }
 }
 
+// the job state the action buttons were drawn for: polls that change nothing keep the same
+// buttons, so a click or the keyboard focus is not lost to a redraw every two seconds
+let actionsDrawnFor = null;
+
 function renderActions() {
+  const state = `${FINAL.has(job.status) ? job.status : "live"}|${job.cancel_requested}`;
+  if (state === actionsDrawnFor) return;
+  actionsDrawnFor = state;
   const buttons = [];
   if (!FINAL.has(job.status)) {
     const cancel = el("button", { type: "button", id: "cancel", class: "danger", disabled: job.cancel_requested,
@@ -83,6 +90,7 @@ function renderActions() {
         job = await (await request(`${jobPath}/cancel`, { method: "POST" })).json();
         render();
       } catch (error) {
+        cancel.disabled = false;
         showError(problem, error);
       }
     });
