@@ -11,6 +11,7 @@ from torch import nn
 from core.evaluation import fresh_pseudo_batch_metrics
 from core.generators import draw_samples
 from core.loop import MethodContext, MethodRun
+from core.losses import distillation_loss
 
 
 class AdversarialRun(MethodRun):
@@ -34,6 +35,18 @@ class AdversarialRun(MethodRun):
         self.run_teacher = context.forward_of(context.teacher)
         self.run_student = context.forward_of(context.student)
         self.run_generator = context.forward_of(self.generator)
+
+    def student_kd_step(
+        self, inputs: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    ) -> None:
+        """One student step of KD at `temperature` on `inputs` (detached) with the teacher's
+        `teacher_logits` (DAFL, DFQ); keeps the logits and the loss for the metrics."""
+        self.teacher_logits = teacher_logits
+        self.student_logits = self.run_student(inputs)
+        self.loss_student = distillation_loss(teacher_logits, self.student_logits, temperature)
+        self.optimizer_student.zero_grad(set_to_none=True)
+        self.loss_student.backward()
+        self.optimizer_student.step()
 
     def z(self, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(

@@ -27,7 +27,6 @@ from core.loop import MethodContext
 from core.losses import (
     activation_loss,
     agreement,
-    distillation_loss,
     information_entropy_loss,
     one_hot_loss,
 )
@@ -268,19 +267,13 @@ class DAFL(AdversarialRun):
         self.optimizer_generator.step()
 
         # --- student: KD on the same batch (the released code's joint step), then fresh ones
-        inputs, self.teacher_logits = pseudo.detach(), teacher_logits.detach()
+        inputs, batch_logits = pseudo.detach(), teacher_logits.detach()
         for index in range(config.student_steps):
             if index > 0:
                 with torch.no_grad():
                     inputs = self.run_generator(self.z())
-                    self.teacher_logits = self.run_teacher(inputs)
-            self.student_logits = self.run_student(inputs)
-            self.loss_student = distillation_loss(
-                self.teacher_logits, self.student_logits, config.temperature
-            )
-            self.optimizer_student.zero_grad(set_to_none=True)
-            self.loss_student.backward()
-            self.optimizer_student.step()
+                    batch_logits = self.run_teacher(inputs)
+            self.student_kd_step(inputs, batch_logits, config.temperature)
 
     def metrics(self, step: int) -> dict[str, float]:
         return {

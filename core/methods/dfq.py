@@ -29,7 +29,6 @@ from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext
 from core.losses import (
     agreement,
-    distillation_loss,
     information_entropy_loss,
     kl_divergence,
     one_hot_loss,
@@ -195,14 +194,8 @@ class DFQ(AdversarialRun):
         for _ in range(config.student_steps):
             with torch.no_grad():
                 inputs = self.run_generator(self.z())
-                self.teacher_logits = self.run_teacher(inputs)
-            self.student_logits = self.run_student(inputs)
-            self.loss_student = distillation_loss(
-                self.teacher_logits, self.student_logits, config.temperature
-            )
-            self.optimizer_student.zero_grad(set_to_none=True)
-            self.loss_student.backward()
-            self.optimizer_student.step()
+                teacher_logits = self.run_teacher(inputs)
+            self.student_kd_step(inputs, teacher_logits, config.temperature)
 
     def metrics(self, step: int) -> dict[str, float]:
         return {
