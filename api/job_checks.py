@@ -18,6 +18,7 @@ from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from core.models.library import inherited_kwargs, is_library_name, output_shape
+from core.segmentation import expected_logits_shape
 from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.secret_box import secret_digest
@@ -31,6 +32,14 @@ def _validate_student(body: Any, teacher: Teacher, max_parameters: int) -> dict[
         spec = get_spec(body.student.architecture)
     except UnknownArchitectureError as error:
         raise ApiError(422, "invalid_architecture", f"student.architecture: {error}") from None
+    if spec.task != teacher.task_type:
+        raise ApiError(
+            422,
+            "task_mismatch",
+            f"student.architecture: {spec.name} is a {spec.task} network but the teacher is a "
+            f"{teacher.task_type} network; choose a {teacher.task_type} student "
+            "(GET /v1/architectures gives each one's task)",
+        )
     if is_library_name(spec.name):
         return _validate_library_student(spec.name, body.student.kwargs, teacher, max_parameters)
     # Shape arguments the student omits come from the teacher.
@@ -72,12 +81,13 @@ def _validate_library_student(
         logits = output_shape(name, kwargs, shape)
     except ArchitectureArgumentError as error:
         raise ApiError(422, "invalid_architecture", f"student.kwargs: {error}") from None
-    if logits != [1, teacher.num_classes]:
+    expected = list(expected_logits_shape(1, teacher.num_classes, shape, teacher.task_type))
+    if logits != expected:
         raise ApiError(
             422,
             "shape_mismatch",
             f"the student gives {logits} for one input of shape {list(teacher.input_shape)}; "
-            f"the teacher gives [1, {teacher.num_classes}]",
+            f"the teacher gives {expected}",
         )
     return kwargs
 
@@ -118,13 +128,22 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
             "dataset_not_found",
             f"{field}: no dataset {dataset_id!r}; upload one with POST /v1/datasets",
         )
+    if dataset.task_type != teacher.task_type:
+        kinds = {"classification": "labels", "segmentation": "masks"}
+        raise ApiError(
+            422,
+            "dataset_mismatch",
+            f"{field}: the dataset holds {kinds[dataset.task_type]} ({dataset.task_type}) but the "
+            f"teacher is a {teacher.task_type} network; upload a set with "
+            f"{kinds[teacher.task_type]}",
+        )
     if list(dataset.image_shape) != list(teacher.input_shape):
         raise ApiError(
             422,
             "dataset_mismatch",
             f"{field}: the dataset's images are {dataset.image_shape} but the teacher takes {teacher.input_shape}",
         )
-    largest = max(int(label) for label in dataset.class_counts)
+    largest = max((int(label) for label in dataset.class_counts), default=0)
     if largest >= teacher.num_classes:
         raise ApiError(
             422,
@@ -144,6 +163,7 @@ def teacher_facts(teacher: Teacher) -> TeacherFacts:
         input_shape=tuple(teacher.input_shape),
         has_activation_record=teacher.metadata_key is not None,
         count_batchnorm=count_batchnorm,
+        task_type=teacher.task_type,
     )
 
 
@@ -202,6 +222,13 @@ def checked_job(
     student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
+    if body.few_shot_dataset_id is not None and teacher.task_type != "classification":
+        raise ApiError(
+            422,
+            "unsupported_task_type",
+            "few_shot_dataset_id: few-shot fine-tuning (ZSKT's variant) trains a classifier on "
+            f"labelled images; this teacher is a {teacher.task_type} network",
+        )
     spec = get_method(body.method)  # the body's union admits registered methods only
     device = planned_device(settings)
     config = _method_config(spec, body, device)

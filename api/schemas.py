@@ -37,6 +37,10 @@ class ArchitecturePublic(BaseModel):
     input_shape: list[int] = Field(description="[C, H, W] with the default kwargs")
     num_classes: int
     attention_taps: list[str] = Field(description="modules whose outputs feed attention transfer")
+    task: Literal["classification", "segmentation"] = Field(
+        description="classification: logits [N, classes]; segmentation: per-pixel logits "
+        "[N, classes, H, W] at the input's size"
+    )
 
 
 class ArchitecturesPublic(BaseModel):
@@ -47,6 +51,10 @@ class ArchitecturesPublic(BaseModel):
     )
     library_models: list[str] = Field(
         description="the torchvision / timm names accepted (those matching `q` when given)"
+    )
+    library_segmentation_models: list[str] = Field(
+        description="those of `library_models` whose task is segmentation (per-pixel logits); "
+        "the others classify"
     )
 
 
@@ -122,6 +130,10 @@ class TeacherPublic(BaseModel):
         description="ONNX teachers: the opset, the converter and the max absolute difference "
         "between the converted module and onnxruntime on a dummy batch",
     )
+    task_type: Literal["classification", "segmentation"] = Field(
+        description="from the teacher's output: logits [N, classes] classify, per-pixel logits "
+        "[N, classes, H, W] segment; it decides the methods and students a job may use"
+    )
     created_at: datetime
 
 
@@ -145,7 +157,14 @@ class DatasetPublic(BaseModel):
     pixel_dtype: str = Field(
         description="uint8 (pixels, normalised with the teacher's mean/std) or a float type (used as given)"
     )
-    class_counts: dict[int, int]
+    class_counts: dict[int, int] = Field(
+        description="examples per label; for masks, pixels per class (ignored pixels, 255, "
+        "left out)"
+    )
+    task_type: Literal["classification", "segmentation"] = Field(
+        description="classification: `labels` [N]; segmentation: `masks` [N, H, W] of class "
+        "indices, 255 = ignore"
+    )
     created_at: datetime
 
 

@@ -36,6 +36,7 @@ from core.models import (
 from core.models.library import is_library_name
 from core.onnx_teacher import OnnxTeacherError, check_onnx_teacher
 from core.programs import PROGRAM_FORMATS, ProgramArchiveError, check_program_archive
+from core.segmentation import task_of_output
 from core.weights import (
     FORWARD_CHECK_BATCH,
     WeightsError,
@@ -65,6 +66,7 @@ class DeclaredTeacher:
     forward_check: bool = False  # whether its activations are small enough to run it here
     parameter_count: int | None = None  # an ONNX graph's, read from its initialisers
     conversion: dict[str, Any] | None = None  # an ONNX graph's conversion, checked at upload
+    task_type: str = "classification"  # "segmentation": per-pixel logits [N, K, H, W]
 
 
 def declared_teacher(
@@ -103,6 +105,7 @@ def declared_onnx(declared: DeclaredTeacher, upload: SpooledUpload) -> DeclaredT
         input_shape=facts.input_shape,
         num_classes=facts.num_classes,
         parameter_count=facts.parameter_count,
+        task_type=facts.task_type,
         conversion={
             "converter": "onnx2torch",
             "opset": facts.opset,
@@ -148,9 +151,9 @@ def _declared_program(
 
 def _library_input_shape(
     architecture: str, model: nn.Module, default: tuple[int, int, int], raw_shape: str | None
-) -> tuple[tuple[int, int, int], int]:
-    """A torchvision / timm teacher's input (given as input_shape, else the library's default)
-    and its classes, read off one forward pass on the meta device."""
+) -> tuple[tuple[int, int, int], int, str]:
+    """A torchvision / timm teacher's input (given as input_shape, else the library's default),
+    its classes and its task, read off one forward pass on the meta device."""
     shape = default if raw_shape is None or raw_shape.strip() == "" else _parsed_shape(raw_shape)
     if shape is None:
         raise ApiError(422, "invalid_form_field", "input_shape must be [C, H, W] as JSON")
@@ -163,11 +166,15 @@ def _library_input_shape(
             "invalid_architecture",
             f"{architecture} does not take inputs of shape {list(shape)}: {error}",
         ) from None
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+    task = task_of_output(logits.shape) if isinstance(logits, torch.Tensor) else None
+    if task is None:
         raise ApiError(
-            422, "invalid_architecture", f"{architecture} does not give [batch, classes] logits"
+            422,
+            "invalid_architecture",
+            f"{architecture} does not give [batch, classes] or per-pixel [batch, classes, H, W] "
+            "logits",
         )
-    return shape, int(logits.shape[1])
+    return shape, int(logits.shape[1]), task
 
 
 def _declared_architecture(
@@ -189,8 +196,11 @@ def _declared_architecture(
         raise ApiError(422, "invalid_architecture", str(error)) from None
     input_shape = spec.input_shape(**kwargs)
     num_classes = spec.num_classes(**kwargs) if not is_library_name(architecture) else 0
+    task_type = spec.task
     if is_library_name(architecture):
-        input_shape, num_classes = _library_input_shape(architecture, model, input_shape, raw_shape)
+        input_shape, num_classes, task_type = _library_input_shape(
+            architecture, model, input_shape, raw_shape
+        )
     # the forward check runs here, in the API: only when its activations are small
     forward_check = (
         forward_peak_bytes(model, input_shape, FORWARD_CHECK_BATCH)
@@ -204,6 +214,7 @@ def _declared_architecture(
         num_classes,
         model=model,
         forward_check=forward_check,
+        task_type=task_type,
     )
 
 
@@ -305,7 +316,7 @@ def check_teacher_file(
             loaded = load_weights(
                 build(declared.architecture, **declared.kwargs), read_state_dict(upload.path)
             )
-            check_forward(loaded, declared.input_shape, declared.num_classes)
+            check_forward(loaded, declared.input_shape, declared.num_classes, declared.task_type)
     except WeightsError as error:
         raise ApiError(422, "invalid_weights", str(error)) from None
 
@@ -334,6 +345,7 @@ def new_teacher(
         if declared.model is not None
         else declared.parameter_count or 0,
         conversion=declared.conversion,
+        task_type=declared.task_type,
     )
     teacher.blob_key = teacher_weights_key(teacher.id, program=declared.model is None)
     return teacher

@@ -20,9 +20,13 @@ from core.datasets import (
     NUMPY_DTYPES,
     DatasetFormatError,
     check_npz_members,
+    check_target_shape,
+    check_target_values,
     read_npy_header,
     safetensors_entries,
+    target_array,
 )
+from core.segmentation import CLASSIFICATION_TASK, IGNORE_INDEX, SEGMENTATION_TASK
 
 CHUNK_BYTES = 8 * 1024 * 1024  # per read: the scan's memory is a few of these, whatever the file
 
@@ -35,7 +39,8 @@ class DatasetSummary:
     num_examples: int
     image_shape: tuple[int, int, int]
     pixel_dtype: str
-    class_counts: dict[int, int]
+    class_counts: dict[int, int]  # per label; for masks, pixels per class (ignored left out)
+    task_type: str = CLASSIFICATION_TASK  # SEGMENTATION_TASK for a set of masks
 
 
 @dataclass(frozen=True)
@@ -118,16 +123,13 @@ def _safetensors_arrays(path: Path, max_array_bytes: int | None) -> dict[str, St
 # --- the checks, in read_labelled's order
 
 
-def _check_images(images: StoredArray, labels: StoredArray) -> tuple[int, ...]:
+def _check_images(images: StoredArray, labels: StoredArray, target: str) -> tuple[int, ...]:
     shape = (images.shape[0], 1, *images.shape[1:]) if len(images.shape) == 3 else images.shape
     if len(shape) != 4:
         raise DatasetFormatError(
             f"images must be [N, C, H, W] or [N, H, W]; got shape {list(shape)}"
         )
-    if len(labels.shape) != 1 or labels.shape[0] != shape[0]:
-        raise DatasetFormatError(
-            f"labels must be [N] with one per image; got {list(labels.shape)} for {shape[0]} images"
-        )
+    check_target_shape(target, labels.shape, shape)
     if shape[0] == 0:
         raise DatasetFormatError("the set holds no images")
     floating = np.issubdtype(images.dtype, np.floating)
@@ -140,20 +142,21 @@ def _check_images(images: StoredArray, labels: StoredArray) -> tuple[int, ...]:
     return shape
 
 
-def _count_labels(labels: StoredArray) -> dict[int, int]:
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFormatError(f"labels must be integers; got {labels.dtype}")
+def _count_labels(labels: StoredArray, target: str) -> dict[int, int]:
+    check_target_values(target, labels.dtype, 0, 0)
     counts: Counter[int] = Counter()
     for chunk in labels.chunks():
-        if chunk.min() < 0:
-            raise DatasetFormatError("labels must be class indices >= 0")
+        if chunk.size:
+            check_target_values(target, labels.dtype, int(chunk.min()), int(chunk.max()))
         values, found = np.unique(chunk, return_counts=True)
         counts.update({int(v): int(c) for v, c in zip(values, found, strict=True)})
+    if target == "masks":
+        counts.pop(IGNORE_INDEX, None)
     return dict(sorted(counts.items()))
 
 
 def scan_labelled(path: Path, max_array_bytes: int | None = None) -> DatasetSummary:
-    """An npz (no pickles) or safetensors file holding `images` and `labels`, checked as
+    """An npz (no pickles) or safetensors file holding `images` and `labels` (or `masks`), checked as
     `read_labelled` checks it, with memory bounded by a few CHUNK_BYTES whatever its size."""
     with path.open("rb") as handle:
         is_npz = handle.read(4) == b"PK\x03\x04"
@@ -163,14 +166,14 @@ def scan_labelled(path: Path, max_array_bytes: int | None = None) -> DatasetSumm
         else:
             arrays = _safetensors_arrays(path, max_array_bytes)
             present = list(arrays)
-        missing = {"images", "labels"} - set(arrays)
-        if missing:
+        if "images" not in arrays:
             raise DatasetFormatError(
-                f"the file lacks array(s) {sorted(missing)}; it has {sorted(present)}"
+                f"the file lacks array(s) ['images']; it has {sorted(present)}"
             )
-        images, labels = arrays["images"], arrays["labels"]
-        shape = _check_images(images, labels)
-        class_counts = _count_labels(labels)
+        target = target_array(list(arrays))
+        images, labels = arrays["images"], arrays[target]
+        shape = _check_images(images, labels, target)
+        class_counts = _count_labels(labels, target)
     except DatasetFormatError:
         raise
     except Exception as error:  # a damaged archive fails in many ways (zlib, CRC, tokenize)
@@ -183,4 +186,5 @@ def scan_labelled(path: Path, max_array_bytes: int | None = None) -> DatasetSumm
         image_shape=(int(shape[1]), int(shape[2]), int(shape[3])),
         pixel_dtype=str(images.dtype),
         class_counts=class_counts,
+        task_type=SEGMENTATION_TASK if target == "masks" else CLASSIFICATION_TASK,
     )

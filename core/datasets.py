@@ -14,11 +14,17 @@ import numpy.lib.format as npy_format
 import torch
 import torch.nn.functional as F
 
+from core.segmentation import CLASSIFICATION_TASK, IGNORE_INDEX, SEGMENTATION_TASK
+
 
 @dataclass(frozen=True)
 class LabelledImages:
     images: torch.Tensor  # [N, C, H, W] float32, already normalised for the network
-    labels: torch.Tensor  # [N] int64
+    labels: torch.Tensor  # [N] int64 classes, or [N, H, W] int64 masks (255: ignore)
+
+    @property
+    def task_type(self) -> str:
+        return SEGMENTATION_TASK if self.labels.ndim == 3 else CLASSIFICATION_TASK
 
     def split(self, first: int) -> tuple[LabelledImages, LabelledImages]:
         return (
@@ -36,15 +42,22 @@ class RawLabelledImages:
     """Arrays as uploaded, before they are scaled for a network."""
 
     images: np.ndarray  # [N, C, H, W], uint8 pixels or float inputs
-    labels: np.ndarray  # [N] integers
+    labels: np.ndarray  # [N] integers, or masks [N, H, W] (IGNORE_INDEX: no class)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(int(d) for d in self.images.shape[1:])  # type: ignore[return-value]
 
+    @property
+    def task_type(self) -> str:
+        return SEGMENTATION_TASK if self.labels.ndim == 3 else CLASSIFICATION_TASK
+
     def class_counts(self) -> dict[int, int]:
+        """Examples per label; for masks, pixels per class (ignored pixels left out)."""
         values, counts = np.unique(self.labels, return_counts=True)
-        return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+        counted = zip(values, counts, strict=True)
+        ignored = IGNORE_INDEX if self.labels.ndim == 3 else None
+        return {int(v): int(c) for v, c in counted if v != ignored}
 
     def prepared(
         self, mean: list[float] | None = None, std: list[float] | None = None
@@ -60,31 +73,75 @@ class RawLabelledImages:
         return LabelledImages(images.float(), torch.as_tensor(self.labels, dtype=torch.int64))
 
 
-def _validated(images: np.ndarray, labels: np.ndarray) -> RawLabelledImages:
+def target_array(present: set[str] | list[str]) -> str:
+    """Which array holds the targets: `labels` (classification) or `masks` (segmentation)."""
+    found = [name for name in TARGET_ARRAYS if name in present]
+    if len(found) == 2:
+        raise DatasetFormatError(
+            "the file holds both `labels` and `masks`; give `labels` [N] to evaluate a classifier "
+            "or `masks` [N, H, W] to evaluate a segmentation network, not both"
+        )
+    if not found:
+        raise DatasetFormatError(
+            "the file lacks array(s) ['labels'] (or `masks` [N, H, W] for segmentation); "
+            f"it has {sorted(present)}"
+        )
+    return found[0]
+
+
+def check_target_shape(
+    name: str, target_shape: tuple[int, ...], image_shape: tuple[int, ...]
+) -> None:
+    """`labels` [N] or `masks` [N, H, W] matching the images [N, C, H, W]."""
+    count = image_shape[0]
+    if name == "masks":
+        expected = (count, *image_shape[2:])
+        if tuple(target_shape) != expected:
+            raise DatasetFormatError(
+                f"masks must be [N, H, W] with one mask per image, the images' height and width; "
+                f"got {list(target_shape)} for images {list(image_shape)}"
+            )
+    elif len(target_shape) != 1 or target_shape[0] != count:
+        raise DatasetFormatError(
+            f"labels must be [N] with one per image; got {list(target_shape)} for {count} images"
+        )
+
+
+def check_target_values(name: str, dtype: np.dtype, low: int, high: int) -> None:
+    """Integers; class indices >= 0, and for masks at most 254 or IGNORE_INDEX (255)."""
+    if not np.issubdtype(dtype, np.integer):
+        raise DatasetFormatError(f"{name} must be integers; got {dtype}")
+    if low < 0:
+        raise DatasetFormatError(f"{name} must be class indices >= 0")
+    if name == "masks" and high > IGNORE_INDEX:
+        raise DatasetFormatError(
+            f"masks hold {high}: mask values are class indices 0-254, or {IGNORE_INDEX} for "
+            "pixels to ignore"
+        )
+
+
+def _validated(images: np.ndarray, labels: np.ndarray, target: str) -> RawLabelledImages:
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
         raise DatasetFormatError(
             f"images must be [N, C, H, W] or [N, H, W]; got shape {list(images.shape)}"
         )
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise DatasetFormatError(
-            f"labels must be [N] with one per image; got {list(labels.shape)} for {len(images)} images"
-        )
+    check_target_shape(target, labels.shape, images.shape)
     if len(images) == 0:
         raise DatasetFormatError("the set holds no images")
     if images.dtype != np.uint8 and not np.issubdtype(images.dtype, np.floating):
         raise DatasetFormatError(f"images must be uint8 pixels or floats; got {images.dtype}")
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise DatasetFormatError("images hold NaN or infinite values")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise DatasetFormatError(f"labels must be integers; got {labels.dtype}")
-    if labels.min() < 0:
-        raise DatasetFormatError("labels must be class indices >= 0")
+    is_integer = np.issubdtype(labels.dtype, np.integer)
+    low, high = (int(labels.min()), int(labels.max())) if is_integer else (0, 0)
+    check_target_values(target, labels.dtype, low, high)
     return RawLabelledImages(images, labels.astype(np.int64))
 
 
-NPZ_ARRAYS = ("images", "labels")
+TARGET_ARRAYS = ("labels", "masks")
+NPZ_ARRAYS = ("images", *TARGET_ARRAYS)
 # Real images deflate a few times at most (MNIST's digits: ~8x); a member that claims to unpack to
 # hundreds of times its compressed size is a decompression bomb. Small members are let through
 # whatever their ratio (a handful of blank test images): they cannot hurt.
@@ -205,7 +262,8 @@ def _first_bytes(path: Path, count: int) -> bytes:
 
 
 def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> RawLabelledImages:
-    """An npz (no pickles) or safetensors file holding `images` and `labels`. With
+    """An npz (no pickles) or safetensors file holding `images` and `labels` (or `masks`
+    [N, H, W] for segmentation). With
     `max_array_bytes`, a file whose arrays unpack past it (a zip bomb) is refused unread."""
     # a file is read from disk array by array, never held whole beside its arrays
     data: bytes | Path = source if isinstance(source, bytes) else Path(source)
@@ -236,12 +294,10 @@ def read_labelled(source: Path | bytes, max_array_bytes: int | None = None) -> R
             raise
         except Exception as error:
             raise DatasetFormatError(f"neither an npz nor a safetensors file ({error})") from None
-    missing = {"images", "labels"} - set(arrays)
-    if missing:
-        raise DatasetFormatError(
-            f"the file lacks array(s) {sorted(missing)}; it has {sorted(present)}"
-        )
-    return _validated(arrays["images"], arrays["labels"])
+    if "images" not in arrays:
+        raise DatasetFormatError(f"the file lacks array(s) ['images']; it has {sorted(present)}")
+    target = target_array(list(arrays))
+    return _validated(arrays["images"], arrays[target], target)
 
 
 def load_npz(path: Path) -> LabelledImages:
@@ -250,7 +306,8 @@ def load_npz(path: Path) -> LabelledImages:
 
 
 def save_npz(path: Path, data: LabelledImages) -> None:
-    np.savez_compressed(path, images=data.images.numpy(), labels=data.labels.numpy())
+    targets = "masks" if data.task_type == SEGMENTATION_TASK else "labels"
+    np.savez_compressed(path, images=data.images.numpy(), **{targets: data.labels.numpy()})
 
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

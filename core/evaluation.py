@@ -8,6 +8,8 @@ from torch import nn
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Classes [N] (classifier) or per-pixel classes [N, H, W] (segmentation) on the CPU, in
+    eval mode; the model's mode is restored."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

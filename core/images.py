@@ -52,10 +52,12 @@ def sample_grid(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     padding: int = 2,
+    stretch: bool = True,
 ) -> bytes:
     """A square-ish grid of pseudo inputs [N, C, H, W] as PNG bytes (1 or 3 channels shown as such,
-    other channel counts as their mean)."""
-    images = denormalise(images.detach().float().cpu(), mean, std)
+    other channel counts as their mean); `stretch=False` takes them as [0, 1] colours already."""
+    images = images.detach().float().cpu()
+    images = denormalise(images, mean, std) if stretch else images
     if images.shape[1] not in (1, 3):
         images = images.mean(dim=1, keepdim=True)
     count, channels, height, width = images.shape
@@ -70,3 +72,47 @@ def sample_grid(
         grid[:, top : top + height, left : left + width] = images[index]
     pixels = (grid * 255).round().to(torch.uint8)
     return png_bytes(pixels[0] if channels == 1 else pixels.permute(1, 2, 0).contiguous())
+
+
+def palette(num_classes: int) -> torch.Tensor:
+    """A fixed colour per class [K, 3] uint8, the same in every grid: class c's bits spread
+    over the high bits of red, green and blue in turn (the PASCAL VOC scheme), so neighbouring
+    classes differ strongly; class 0 (background, by convention) is black."""
+    colours = torch.zeros(num_classes, 3, dtype=torch.uint8)
+    for index in range(num_classes):
+        value, rgb = index, [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colours[index] = torch.tensor(rgb, dtype=torch.uint8)
+    return colours
+
+
+def _coloured(masks: torch.Tensor, colours: torch.Tensor) -> torch.Tensor:
+    """Masks [N, H, W] as RGB floats [N, 3, H, W] in [0, 1]."""
+    return (colours.float() / 255)[masks.long()].permute(0, 3, 1, 2)
+
+
+def segmentation_grid(
+    images: torch.Tensor,
+    teacher_masks: torch.Tensor,
+    student_masks: torch.Tensor,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> bytes:
+    """Each input [N, C, H, W] beside the teacher's and the student's predicted masks [N, H, W]
+    in the fixed palette (a class's colour does not depend on how many there are), one triple a
+    cell, as PNG bytes."""
+    shown = denormalise(images.detach().float().cpu(), mean, std)
+    shown = shown.mean(dim=1, keepdim=True) if shown.shape[1] != 3 else shown
+    colours = palette(int(max(teacher_masks.max(), student_masks.max())) + 1)
+    triples = torch.cat(
+        [
+            shown.expand(-1, 3, -1, -1),
+            _coloured(teacher_masks.cpu(), colours),
+            _coloured(student_masks.cpu(), colours),
+        ],
+        dim=3,
+    )
+    return sample_grid(triples, padding=4, stretch=False)

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 
 from core.acceleration import Acceleration
+from core.evaluation import predict
 from core.hyperparameters import MethodConfig
 from core.method_registry import method_of_config
+from core.segmentation import SEGMENTATION_TASK
 from core.taps import ActivationRecorder, attention_recorders
 from core.training import (
     CancelledError,
@@ -37,6 +39,7 @@ from core.training import (
 
 CHECKPOINT_LAYOUT = 2  # the version of the dict `checkpoint` makes
 SAMPLE_IMAGES = 64
+SEGMENTATION_SAMPLE_IMAGES = 16  # each shown beside two masks
 
 
 class Closable(Protocol):
@@ -229,9 +232,7 @@ class _Loop:
             if step % config.log_every == 0 or step == total or out_of_time:
                 self._log(step, throughput.progress(self.offset + step, self._total(total), budget))
             if self.prefix == "" and hooks.sample_every and step % hooks.sample_every == 0:
-                images = run.samples(SAMPLE_IMAGES)
-                if images is not None:
-                    hooks.on_samples(step, images)
+                self._sample(step)
             if hooks.checkpoint_every and step % hooks.checkpoint_every == 0:
                 hooks.on_checkpoint(
                     self.offset + step,
@@ -240,6 +241,20 @@ class _Loop:
             if hooks.should_stop(self.offset + step):
                 raise CancelledError(self.offset + step)
         return step
+
+    def _sample(self, step: int) -> None:
+        """The method's samples to the hooks; for segmentation, fewer, with both networks'
+        predicted masks on them."""
+        context = self.run.context
+        if context.task.task_type != SEGMENTATION_TASK:
+            images = self.run.samples(SAMPLE_IMAGES)
+            if images is not None:
+                self.hooks.on_samples(step, images)
+            return
+        images = self.run.samples(SEGMENTATION_SAMPLE_IMAGES)
+        if images is not None:
+            masks = [predict(model, images, 256) for model in (context.teacher, context.student)]
+            self.hooks.on_samples(step, images, masks=torch.stack(masks))
 
     def _out_of_time(self, throughput: Throughput, step: int) -> bool:
         budget = self.config.budget_seconds

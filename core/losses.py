@@ -29,17 +29,22 @@ def float32_math(reference: torch.Tensor) -> Iterator[None]:
 def kl_divergence(
     teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
-    """Forward KL(softmax(t/T) || softmax(s/T)), summed over classes, averaged over the batch.
+    """Forward KL(softmax(t/T) || softmax(s/T)), summed over classes, averaged over the batch
+    (and, for per-pixel logits [N, K, H, W], over the pixels: the KL per pixel).
 
     `batchmean` is the true KL per sample. ZSKT's released code used the old `reduction='mean'`,
     which also divides by the number of classes C; see ZSKTConfig.beta for the consequence.
     """
+    positions = student_logits[0, 0].numel()  # 1 for [N, K] logits
     with float32_math(student_logits):
-        return F.kl_div(
-            F.log_softmax(at_least_float32(student_logits) / temperature, dim=1),
-            F.log_softmax(at_least_float32(teacher_logits) / temperature, dim=1),
-            reduction="batchmean",
-            log_target=True,
+        return (
+            F.kl_div(
+                F.log_softmax(at_least_float32(student_logits) / temperature, dim=1),
+                F.log_softmax(at_least_float32(teacher_logits) / temperature, dim=1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            / positions
         )
 
 
@@ -68,7 +73,8 @@ def attention_loss(
 
 
 def agreement(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> float:
-    """Fraction of inputs on which both networks predict the same class."""
+    """Fraction of inputs (of pixels, for per-pixel logits) on which both networks predict the
+    same class."""
     return (teacher_logits.argmax(dim=1) == student_logits.argmax(dim=1)).float().mean().item()
 
 

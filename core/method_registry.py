@@ -21,7 +21,7 @@ from core.hyperparameters import (
 if TYPE_CHECKING:
     from core.loop import MethodRun
 
-TASK_TYPES = ("classification",)
+TASK_TYPES = ("classification", "segmentation")
 
 
 @dataclass
@@ -118,10 +118,12 @@ class MethodSpec:
     def unmet_requirement(self, teacher: TeacherFacts) -> tuple[str, str] | None:
         """(code, message) of the first requirement `teacher` does not meet, or None."""
         if teacher.task_type not in self.task_types:
+            usable = [spec.name for spec in list_methods() if spec.serves(teacher)]
             return (
                 "unsupported_task_type",
-                f"method {self.name} supports {', '.join(self.task_types)} teachers, "
-                f"not {teacher.task_type}",
+                f"method {self.name} supports {' and '.join(self.task_types)} teachers, and this "
+                f"teacher is a {teacher.task_type} network; methods for {teacher.task_type} "
+                f"teachers: {', '.join(usable) or 'none'}",
             )
         for requirement in self.requirements:
             message = requirement.unmet(teacher)

@@ -15,6 +15,8 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import nn
 
+from core.segmentation import expected_logits_shape, task_of_output
+
 # Graphs from opset 9 on are accepted; those newer than the converter's operator table (opset
 # 17: later opsets mostly widen types) are first brought down to it by onnx's version converter.
 MIN_OPSET = 9
@@ -41,6 +43,7 @@ class OnnxTeacherFacts:
     num_classes: int
     opset: int
     parameter_count: int
+    task_type: str = "classification"  # "segmentation": per-pixel logits [N, K, H, W]
 
 
 def read_graph(path: Path) -> onnx.ModelProto:
@@ -202,19 +205,24 @@ def _input(model: onnx.ModelProto) -> tuple[str, tuple[int, int, int]]:
     return value.name, (int(chw[0]), int(chw[1]), int(chw[2]))  # type: ignore[arg-type]
 
 
-def _classes(model: onnx.ModelProto) -> int:
+def _classes(model: onnx.ModelProto) -> tuple[int, str]:
+    """The classes and the task: [N, K] logits classify, [N, K, H, W] ones segment (their
+    height and width are checked against the input's on a dummy batch)."""
     outputs = list(model.graph.output)
     if len(outputs) != 1:
         raise OnnxTeacherError(
-            f"the graph has {len(outputs)} outputs; a teacher gives one [N, classes] logits tensor"
+            f"the graph has {len(outputs)} outputs; a teacher gives one logits tensor, "
+            "[N, classes] or per-pixel [N, classes, H, W]"
         )
     dims = _dims(outputs[0])
-    if len(dims) != 2 or not isinstance(dims[1], int) or not 2 <= dims[1] <= MAX_CLASSES:
+    task = task_of_output(dims)
+    if task is None or not isinstance(dims[1], int) or not 2 <= dims[1] <= MAX_CLASSES:
         raise OnnxTeacherError(
-            f"output {outputs[0].name!r} has shape {dims}; a teacher gives [N, classes] logits "
-            f"with a fixed number of classes (2-{MAX_CLASSES})"
+            f"output {outputs[0].name!r} has shape {dims}; a teacher gives [N, classes] logits, "
+            f"or [N, classes, H, W] per-pixel logits, with a fixed number of classes "
+            f"(2-{MAX_CLASSES})"
         )
-    return int(dims[1])
+    return int(dims[1]), task
 
 
 def check_graph(model: onnx.ModelProto) -> tuple[OnnxTeacherFacts, onnx.ModelProto]:
@@ -234,7 +242,8 @@ def check_graph(model: onnx.ModelProto) -> tuple[OnnxTeacherFacts, onnx.ModelPro
         )
     name, shape = _input(model)
     parameters = sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
-    facts = OnnxTeacherFacts(name, shape, _classes(model), opset, parameters)
+    classes, task = _classes(model)
+    facts = OnnxTeacherFacts(name, shape, classes, opset, parameters, task)
     return facts, convertible_graph(model)
 
 
@@ -271,7 +280,9 @@ def compare_with_onnxruntime(
             converted = module(batch)
     except Exception as error:
         raise OnnxTeacherError(f"the converted module failed on a dummy batch: {error}") from None
-    expected = (CHECK_BATCH, facts.num_classes)
+    expected = expected_logits_shape(
+        CHECK_BATCH, facts.num_classes, facts.input_shape, facts.task_type
+    )
     if tuple(reference.shape) != expected or tuple(converted.shape) != expected:
         raise OnnxTeacherError(
             f"a dummy batch gave {list(reference.shape)} in onnxruntime and "

@@ -93,8 +93,12 @@ class TrainingHooks:
     def on_checkpoint(self, step: int, state: dict[str, Any]) -> None:
         """Receives the full training state every `checkpoint_every` iterations."""
 
-    def on_samples(self, step: int, images: torch.Tensor) -> None:
-        """Receives pseudo inputs [N, C, H, W] (teacher-normalised) every `sample_every` iterations."""
+    def on_samples(
+        self, step: int, images: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> None:
+        """Receives pseudo inputs [N, C, H, W] (teacher-normalised) every `sample_every`
+        iterations; for a segmentation task also `masks` [2, N, H, W], the teacher's and the
+        student's predicted classes per pixel on them."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,8 @@ class DistillationTask:
     teacher_taps: tuple[str, ...] = ()
     student_taps: tuple[str, ...] = ()
     metadata: Metadata | None = None  # the owner's activation record, for metadata-based methods
+    # "classification" (logits [N, K]) or "segmentation" (per-pixel logits [N, K, H, W])
+    task_type: str = "classification"
 
 
 @dataclass

@@ -13,6 +13,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load, load_file, save
 from torch import nn
 
+from core.segmentation import expected_logits_shape
+
 
 class WeightsError(ValueError):
     """The weights cannot be used with the chosen architecture; the message says why."""
@@ -241,8 +243,14 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Modul
 FORWARD_CHECK_BATCH = 2
 
 
-def check_forward(model: nn.Module, input_shape: tuple[int, int, int], num_classes: int) -> None:
-    """One forward pass on a dummy batch must give [batch, num_classes] finite logits."""
+def check_forward(
+    model: nn.Module,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    task_type: str = "classification",
+) -> None:
+    """One forward pass on a dummy batch must give [batch, num_classes] logits, or per-pixel
+    [batch, num_classes, H, W] ones at the input's size for a segmentation network."""
     was_training = model.training
     model.eval()
     try:
@@ -254,11 +262,11 @@ def check_forward(model: nn.Module, input_shape: tuple[int, int, int], num_class
         ) from error
     finally:
         model.train(was_training)
-    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (2, num_classes):
+    expected = expected_logits_shape(FORWARD_CHECK_BATCH, num_classes, input_shape, task_type)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != expected:
         shape = list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise WeightsError(
-            f"forward pass gave {shape}, expected [2, {num_classes}] (batch, classes)"
-        )
+        meaning = "(batch, classes, height, width)" if len(expected) == 4 else "(batch, classes)"
+        raise WeightsError(f"forward pass gave {shape}, expected {list(expected)} {meaning}")
 
 
 def parameter_count(model: nn.Module) -> int:

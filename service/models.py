@@ -108,6 +108,10 @@ class Teacher(Base):
     metadata_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # an ONNX teacher's conversion at upload: opset, converter, max difference from onnxruntime
     conversion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # "classification" (logits [N, K]) or "segmentation" (per-pixel logits [N, K, H, W])
+    task_type: Mapped[str] = mapped_column(
+        String(20), default="classification", server_default="classification"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -130,6 +134,10 @@ class Dataset(Base):
     image_shape: Mapped[list[Any]]
     pixel_dtype: Mapped[str] = mapped_column(String(20))
     class_counts: Mapped[dict[str, Any]]
+    # "classification": labels [N]; "segmentation": masks [N, H, W], class_counts count pixels
+    task_type: Mapped[str] = mapped_column(
+        String(20), default="classification", server_default="classification"
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from core.images import sample_grid
+from core.images import sample_grid, segmentation_grid
 from core.training import Progress, TrainingHooks
 from core.utilisation import peak_flops
 from service.blob_keys import checkpoint_key, samples_key
@@ -141,9 +141,15 @@ class JobHooks(TrainingHooks):
         if limit is not None and time.monotonic() - self._started >= limit:
             raise SoftTimeLimitError(step, limit)
 
-    def on_samples(self, step: int, images: torch.Tensor) -> None:
+    def on_samples(
+        self, step: int, images: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> None:
         key = samples_key(self.job_id, step)
-        self.context.blobs.put_bytes(key, sample_grid(images, self.input_mean, self.input_std))
+        if masks is None:
+            grid = sample_grid(images, self.input_mean, self.input_std)
+        else:  # each input beside the teacher's and the student's masks
+            grid = segmentation_grid(images, masks[0], masks[1], self.input_mean, self.input_std)
+        self.context.blobs.put_bytes(key, grid)
         in_transaction(
             self.context.sessions,
             lambda session: session.add(

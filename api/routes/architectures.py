@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.schemas import ArchitecturePublic, ArchitecturesPublic, ArgumentBound
 from core.models import list_architectures
-from core.models.library import LIBRARIES, library_names
+from core.models.library import LIBRARIES, library_names, torchvision_segmentation_names
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
@@ -38,10 +38,16 @@ def list_all(q: SearchQuery = None) -> ArchitecturesPublic:
                 input_shape=list(spec.input_shape()),
                 num_classes=spec.num_classes(),
                 attention_taps=list(spec.taps),
+                task=spec.task,
             )
             for spec in list_architectures()
             if needle in spec.name.lower()
         ],
         libraries=[f"{library}:<name>" for library in LIBRARIES],
         library_models=library_names(q),
+        library_segmentation_models=[
+            f"torchvision:{name}"
+            for name in sorted(torchvision_segmentation_names())
+            if needle in f"torchvision:{name}".lower()
+        ],
     )

@@ -32,6 +32,7 @@ def to_public(dataset: Dataset) -> DatasetPublic:
         image_shape=dataset.image_shape,
         pixel_dtype=dataset.pixel_dtype,
         class_counts={int(k): v for k, v in dataset.class_counts.items()},
+        task_type=dataset.task_type,
         created_at=as_utc(dataset.created_at),
     )
 
@@ -39,7 +40,7 @@ def to_public(dataset: Dataset) -> DatasetPublic:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    summary="Upload a labelled image set for evaluation or few-shot fine-tuning",
+    summary="Upload a labelled image set (labels or masks) for evaluation or few-shot fine-tuning",
 )
 def upload_dataset(
     request: Request,
@@ -52,7 +53,8 @@ def upload_dataset(
         File(
             description=(
                 "npz (no pickles) or safetensors with `images` [N, C, H, W] (or [N, H, W]) and integer "
-                "`labels` [N]. uint8 images are pixels: they are scaled to [0, 1] and normalised with the "
+                "`labels` [N] (classification) or integer `masks` [N, H, W] (segmentation: class "
+                "indices, 255 = ignore). uint8 images are pixels: they are scaled to [0, 1] and normalised with the "
                 "teacher's input_mean/input_std. Float images are taken as already in the teacher's input space."
             )
         ),
@@ -81,6 +83,7 @@ def upload_dataset(
             image_shape=list(data.image_shape),
             pixel_dtype=data.pixel_dtype,
             class_counts={str(k): v for k, v in data.class_counts.items()},
+            task_type=data.task_type,
         )
         dataset.blob_key = dataset_key(dataset.id, dataset.format)
         store_upload(blobs, dataset.blob_key, upload)

@@ -107,6 +107,7 @@ def to_public(teacher: Teacher) -> TeacherPublic:
         else None,
         metadata=teacher.metadata_info,
         conversion=teacher.conversion,
+        task_type=teacher.task_type,
         created_at=as_utc(teacher.created_at),
     )
 

@@ -1,6 +1,13 @@
 """Teacher and student architectures, one registry for both."""
 
-from core.models import alexnet, lenet, mlp, resnet, wrn  # noqa: F401  (registers the architectures)
+from core.models import (  # noqa: F401  (registers the architectures)
+    alexnet,
+    lenet,
+    mlp,
+    resnet,
+    segmentation,
+    wrn,
+)
 from core.models.footprint import forward_peak_bytes
 from core.models.registry import (
     ArchitectureArgumentError,

@@ -62,14 +62,31 @@ def split_name(name: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=2)
 def library_model_names(library: str) -> frozenset[str]:
-    """Every classification model the library can build by name (no weights needed)."""
+    """Every classification or segmentation model the library can build by name (no weights
+    needed)."""
     if library == "timm":
         import timm
 
         return frozenset(timm.list_models())
     import torchvision
 
-    return frozenset(torchvision.models.list_models(module=torchvision.models))
+    return frozenset(torchvision.models.list_models(module=torchvision.models)) | (
+        torchvision_segmentation_names()
+    )
+
+
+@lru_cache(maxsize=1)
+def torchvision_segmentation_names() -> frozenset[str]:
+    """torchvision's segmentation networks (DeepLabV3, FCN, LR-ASPP): per-pixel logits."""
+    import torchvision
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models.segmentation))
+
+
+def _only_out(_module: nn.Module, _inputs: object, output: dict[str, torch.Tensor]) -> torch.Tensor:
+    """torchvision's segmentation networks answer {"out": logits, "aux": ...}; the service, the
+    exports and the losses take the logits tensor, as every other network gives it."""
+    return output["out"]
 
 
 def library_names(query: str | None = None) -> list[str]:
@@ -140,7 +157,14 @@ class LibrarySpec:
         with torch.device("meta"), torch.no_grad():
             model = build_library_model(self.name, **kwargs).eval()
             logits = model(torch.empty(1, *self.input_shape(**kwargs)))
-        return int(logits.shape[-1])
+        return int(logits.shape[1])
+
+    @property
+    def task(self) -> str:
+        segmentation = self.library == "torchvision" and (
+            self.model_name in torchvision_segmentation_names()
+        )
+        return "segmentation" if segmentation else "classification"
 
     @property
     def taps(self) -> tuple[str, ...]:
@@ -177,6 +201,13 @@ def build_library_model(name: str, **kwargs: Any) -> nn.Module:
             return timm.create_model(model_name, pretrained=False, **kwargs)
         import torchvision
 
+        if model_name in torchvision_segmentation_names():
+            # weights_backbone defaults to ImageNet weights, a download: never here
+            model = torchvision.models.get_model(
+                model_name, weights=None, weights_backbone=None, **kwargs
+            )
+            model.register_forward_hook(_only_out)
+            return model
         return torchvision.models.get_model(model_name, weights=None, **kwargs)
     except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as error:
         raise ArchitectureArgumentError(f"cannot build {name!r} with {kwargs}: {error}") from error

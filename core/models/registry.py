@@ -73,6 +73,8 @@ class ArchitectureSpec:
     taps: tuple[str, ...]
     defaults: dict[str, Any] = field(default_factory=dict)
     bounds: dict[str, Bound] = field(default_factory=dict)
+    # what the output is: "classification" logits [N, K] or "segmentation" logits [N, K, H, W]
+    task: str = "classification"
 
     def resolve_kwargs(self, **kwargs: Any) -> dict[str, Any]:
         """Defaults overlaid with `kwargs`; unknown keys, and values outside the entry's bounds,
@@ -104,9 +106,14 @@ _REGISTRY: dict[str, ArchitectureSpec] = {}
 
 
 def register_model(
-    *, taps: tuple[str, ...], bounds: dict[str, Bound] | None = None
+    *,
+    taps: tuple[str, ...],
+    bounds: dict[str, Bound] | None = None,
+    task: str = "classification",
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Register a constructor under its function name; its keyword defaults become the spec's.
+    `task` says what it outputs: classification logits [N, K] or segmentation logits
+    [N, K, H, W] at the input's resolution.
 
     Every numeric argument must be bounded: `bounds` overlays SHAPE_BOUNDS, and an argument left
     unbounded is a TypeError at import, so a new architecture cannot forget one."""
@@ -139,6 +146,7 @@ def register_model(
             taps=taps,
             defaults=defaults,
             bounds={name: bound for name, bound in declared.items() if name in defaults},
+            task=task,
         )
         return factory
 
