@@ -17,6 +17,8 @@ def student_config(job: Job, teacher: Teacher) -> dict[str, Any]:
         "architecture": name,
         "library": library or "dfkd",  # dfkd: core.models.build(architecture, **model_args)
         "num_classes": num_classes,
+        # segmentation students give per-pixel logits [N, K, H, W]
+        "task": teacher.task_type,
         "model_args": dict(job.student_kwargs),
         "pretrained_cfg": {
             "input_size": [int(size) for size in teacher.input_shape],

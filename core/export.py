@@ -13,6 +13,9 @@ class ExportError(RuntimeError):
     pass
 
 
+MAX_PIXEL_DISAGREEMENT = 1e-4
+
+
 def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
     """ONNX with a dynamic batch axis; input `input`, output `logits`."""
     model = model.cpu().eval()
@@ -44,8 +47,10 @@ def torchscript_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> by
 def check_onnx(
     model: nn.Module, onnx: bytes, input_shape: tuple[int, int, int], batch: int = 64
 ) -> float:
-    """Run the ONNX file in onnxruntime on a random batch; raise unless it predicts as torch does.
-    Returns the largest absolute logit difference."""
+    """Run the ONNX file in onnxruntime on a random batch; raise unless it predicts as torch does
+    (every input's class; for per-pixel logits all but at most MAX_PIXEL_DISAGREEMENT of the
+    pixels, where float rounding may flip a near tie). Returns the largest absolute logit
+    difference."""
     import onnxruntime
 
     inputs = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
@@ -54,6 +59,15 @@ def check_onnx(
     session = onnxruntime.InferenceSession(onnx, providers=["CPUExecutionProvider"])
     (logits,) = session.run(["logits"], {"input": inputs.numpy()})
     got = torch.from_numpy(logits)
-    if not torch.equal(got.argmax(1), expected.argmax(1)):
-        raise ExportError("the ONNX student predicts differently from the torch student")
+    if got.shape != expected.shape:
+        raise ExportError(
+            f"the ONNX student gives {list(got.shape)}, the torch student {list(expected.shape)}"
+        )
+    differing = (got.argmax(1) != expected.argmax(1)).float().mean().item()
+    allowed = MAX_PIXEL_DISAGREEMENT if got.ndim == 4 else 0.0
+    if differing > allowed:
+        raise ExportError(
+            f"the ONNX student predicts differently from the torch student on {differing:.2%} "
+            "of the inputs"
+        )
     return (got - expected).abs().max().item()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -13,8 +14,10 @@ from torch import nn
 
 from api.main import create_app
 from core.datasets import LabelledImages, mnist_digits, save_npz
+from core.digit_scenes import SCENE_CLASSES, Scenes, mnist_scenes
 from core.evaluation import accuracy
 from core.models import build
+from core.segmentation import segmentation_scores
 from core.training_supervised import train_classifier
 from service.migrate import upgrade_to_head
 from service.queue import InProcessJobQueue
@@ -88,6 +91,62 @@ def heldout_file(
 ) -> Path:
     path = tmp_path_factory.mktemp("data") / "heldout.npz"
     save_npz(path, digits[1])
+    return path
+
+
+# --- segmentation: scenes of real digits and a DeepLabV3 teacher trained on them
+
+
+@pytest.fixture(scope="session")
+def scenes() -> tuple[Scenes, Scenes]:
+    """64 px scenes (core/digit_scenes.py): 1 200 from the first 4 000 digits to train on, 300
+    from the 1 000 held out for every mIoU claim."""
+    return mnist_scenes(1200, 300, canvas=64, seed=0)
+
+
+@pytest.fixture(scope="session")
+def segmentation_teacher(scenes: tuple[Scenes, Scenes]) -> nn.Module:
+    """`deeplabv3_resnet_mini` (width 8) on the training scenes for 6 epochs (~40 s
+    here): mIoU ~0.15 on held-out scenes, clearly above the background-only 0.08, which is all
+    a test needs (bench/segmentation.py trains the benchmark's teacher far longer)."""
+    torch.manual_seed(0)
+    train, heldout = scenes
+    teacher = build("deeplabv3_resnet_mini", in_channels=1, width=8)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see `one_thread`: on a shared CPU one thread is the faster
+    try:
+        train_classifier(
+            teacher, LabelledImages(train.images, train.masks), epochs=6, batch_size=32, lr=2e-3
+        )
+    finally:
+        torch.set_num_threads(threads)
+    miou = segmentation_scores(teacher, heldout.images, heldout.masks, SCENE_CLASSES).mean_iou
+    assert miou > SEGMENTATION_TEACHER_MIOU, f"the segmentation teacher did not train ({miou})"
+    return teacher
+
+
+# predicting background everywhere scores about 0.08 (background's IoU over 11 classes)
+SEGMENTATION_TEACHER_MIOU = 0.12
+
+
+@pytest.fixture(scope="session")
+def segmentation_teacher_file(
+    segmentation_teacher: nn.Module, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Its safetensors (tests.processes.upload_segmentation_teacher uploads it)."""
+    path = tmp_path_factory.mktemp("teacher") / "deeplabv3_resnet_mini.safetensors"
+    save_file(segmentation_teacher.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def heldout_scenes_file(
+    scenes: tuple[Scenes, Scenes], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The held-out scenes as a user uploads them: uint8 `images` and `masks` in an npz."""
+    path = tmp_path_factory.mktemp("data") / "scenes.npz"
+    heldout = scenes[1]
+    np.savez_compressed(path, images=heldout.pixels(), masks=heldout.masks.numpy())
     return path
 
 

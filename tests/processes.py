@@ -133,6 +133,25 @@ def upload_batchnorm_teacher(client: httpx.Client, teacher_file: Path) -> str:
     return response.json()["id"]
 
 
+def upload_segmentation_teacher(client: httpx.Client, teacher_file: Path) -> str:
+    """POSTs the test suite's segmentation teacher (`deeplabv3_resnet_mini`, width 8, 1 channel,
+    64 px scenes, MNIST normalisation); returns its id. Takes an httpx client or a TestClient."""
+    with teacher_file.open("rb") as handle:
+        response = client.post(
+            "/v1/teachers",
+            files={"file": ("deeplabv3_resnet_mini.safetensors", handle)},
+            data={
+                "architecture": "deeplabv3_resnet_mini",
+                "architecture_kwargs": '{"in_channels": 1, "width": 8}',
+                "input_mean": "[0.1307]",
+                "input_std": "[0.3081]",
+            },
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["task_type"] == "segmentation", response.json()
+    return response.json()["id"]
+
+
 def start_tiny_job(client: httpx.Client) -> str:
     """Uploads a LeNet-5 teacher with random weights and starts a 10-iteration job on it; returns
     the job's id. For tests where the job's outcome does not matter (it may stay queued)."""

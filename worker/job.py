@@ -166,6 +166,7 @@ def _task(context: WorkerContext, job: Job, spec: MethodSpec, teacher: Teacher) 
         metadata=_load_metadata(context, spec, teacher)
         if ACTIVATION_RECORD in spec.requirements
         else None,
+        task_type=teacher.task_type,
     )
 
 
@@ -342,10 +343,13 @@ def _write_report(
     teacher_model: nn.Module,
     step: int,
 ) -> None:
+    measures = (
+        "mIoU, per-class IoU, pixel agreement"
+        if teacher.task_type == "segmentation"
+        else "accuracy, agreement, MTE"
+    )
     with session_scope(context.sessions) as session:
-        add_event(
-            session, job.id, "info", "evaluating on the labelled set (accuracy, agreement, MTE)"
-        )
+        add_event(session, job.id, "info", f"evaluating on the labelled set ({measures})")
     data = _load_dataset(context, job.evaluation_dataset_id, teacher)
     options = job.evaluation_options or {}
     # The export moved the student to the CPU while the teacher stayed on the job's device, and
