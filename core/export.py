@@ -14,6 +14,9 @@ class ExportError(RuntimeError):
 
 
 MAX_PIXEL_DISAGREEMENT = 1e-4
+# The opset ONNX teachers are converted at (core/onnx_teacher.py): an exported student can come
+# back as a teacher. Above it a segmentation head's ConstantOfShape has no down-conversion.
+EXPORT_OPSET = 17
 
 
 def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
@@ -31,6 +34,7 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             dynamo=False,
+            opset_version=EXPORT_OPSET,
         )
     return buffer.getvalue()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import nn
 
-from core.segmentation import expected_logits_shape, task_of_output
+from core.segmentation import SEGMENTATION_TASK, expected_logits_shape, task_of_output
 
 # Graphs from opset 9 on are accepted; those newer than the converter's operator table (opset
 # 17: later opsets mostly widen types) are first brought down to it by onnx's version converter.
@@ -207,7 +207,9 @@ def _input(model: onnx.ModelProto) -> tuple[str, tuple[int, int, int]]:
 
 def _classes(model: onnx.ModelProto) -> tuple[int, str]:
     """The classes and the task: [N, K] logits classify, [N, K, H, W] ones segment (their
-    height and width are checked against the input's on a dummy batch)."""
+    height and width are checked against the input's on a dummy batch). A segmentation graph's
+    K may be symbolic (exporters leave a Resize's output dims open): 0 here, read off the dummy
+    batch's output by `compare_with_onnxruntime`."""
     outputs = list(model.graph.output)
     if len(outputs) != 1:
         raise OnnxTeacherError(
@@ -216,6 +218,8 @@ def _classes(model: onnx.ModelProto) -> tuple[int, str]:
         )
     dims = _dims(outputs[0])
     task = task_of_output(dims)
+    if task == SEGMENTATION_TASK and not isinstance(dims[1], int):
+        return 0, task
     if task is None or not isinstance(dims[1], int) or not 2 <= dims[1] <= MAX_CLASSES:
         raise OnnxTeacherError(
             f"output {outputs[0].name!r} has shape {dims}; a teacher gives [N, classes] logits, "
@@ -260,9 +264,10 @@ def convert_graph(model: onnx.ModelProto) -> nn.Module:
 
 def compare_with_onnxruntime(
     model: onnx.ModelProto, module: nn.Module, facts: OnnxTeacherFacts
-) -> float:
+) -> tuple[float, int]:
     """Max absolute difference between the converted module and onnxruntime on one seeded
-    dummy batch; raises if the outputs are not finite or differ past MAX_ABS_DIFFERENCE."""
+    dummy batch, and the classes of its output; raises if the outputs are not finite, differ
+    past MAX_ABS_DIFFERENCE or are not the logits the graph declares."""
     import onnxruntime
 
     batch = torch.randn(CHECK_BATCH, *facts.input_shape, generator=torch.Generator().manual_seed(0))
@@ -280,9 +285,13 @@ def compare_with_onnxruntime(
             converted = module(batch)
     except Exception as error:
         raise OnnxTeacherError(f"the converted module failed on a dummy batch: {error}") from None
-    expected = expected_logits_shape(
-        CHECK_BATCH, facts.num_classes, facts.input_shape, facts.task_type
-    )
+    classes = facts.num_classes or (int(reference.shape[1]) if reference.ndim == 4 else 0)
+    if not 2 <= classes <= MAX_CLASSES:
+        raise OnnxTeacherError(
+            f"a dummy batch gave {list(reference.shape)}: per-pixel logits of 2-{MAX_CLASSES} "
+            "classes were expected"
+        )
+    expected = expected_logits_shape(CHECK_BATCH, classes, facts.input_shape, facts.task_type)
     if tuple(reference.shape) != expected or tuple(converted.shape) != expected:
         raise OnnxTeacherError(
             f"a dummy batch gave {list(reference.shape)} in onnxruntime and "
@@ -296,7 +305,7 @@ def compare_with_onnxruntime(
             f"the converted module differs from onnxruntime by {difference:.2e} on a dummy batch "
             f"(at most {MAX_ABS_DIFFERENCE:.0e} allowed): the converter changed the network"
         )
-    return difference
+    return difference, classes
 
 
 def check_onnx_teacher(path: Path) -> tuple[OnnxTeacherFacts, float]:
@@ -304,8 +313,8 @@ def check_onnx_teacher(path: Path) -> tuple[OnnxTeacherFacts, float]:
     difference from onnxruntime."""
     model = read_graph(path)
     facts, convertible = check_graph(model)
-    difference = compare_with_onnxruntime(model, convert_graph(convertible), facts)
-    return facts, difference
+    difference, classes = compare_with_onnxruntime(model, convert_graph(convertible), facts)
+    return replace(facts, num_classes=classes), difference
 
 
 def load_onnx_teacher(data: bytes) -> nn.Module:

@@ -10,7 +10,15 @@ from sqlalchemy import case, delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.messages import bounded
-from service.models import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint, utcnow
+from service.models import (
+    FINAL_STATUSES,
+    Job,
+    JobArtifact,
+    JobEvent,
+    JobStatus,
+    MetricPoint,
+    utcnow,
+)
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str) -> None:
@@ -141,9 +149,15 @@ def cancel_requested(session: Session, job_id: str) -> bool:
 
 
 def drop_metrics_after(session: Session, job_id: str, step: int) -> None:
-    """A resumed job repeats the steps after its checkpoint; their old points go first."""
+    """A resumed job repeats the steps after its checkpoint; their old points, and the rows of
+    their sample grids (the repeat writes the grids again, under the same keys), go first."""
     session.execute(
         delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step)
+    )
+    session.execute(
+        delete(JobArtifact).where(
+            JobArtifact.job_id == job_id, JobArtifact.kind == "samples", JobArtifact.step > step
+        )
     )
 
 
