@@ -148,7 +148,7 @@ def _load_pair(
         if args.input_shape:
             input_shape = tuple(json.loads(args.input_shape))
         num_classes = (
-            output_shape(args.teacher_arch, teacher_kwargs, input_shape)[-1]
+            output_shape(args.teacher_arch, teacher_kwargs, input_shape)[1]
             if is_library_name(args.teacher_arch)
             else teacher_spec.num_classes(**teacher_kwargs)
         )
@@ -225,11 +225,13 @@ def _task(args: argparse.Namespace, spec: Any) -> Any:
                 f"--method {spec.name} needs --metadata (made by `dfkd record-metadata`)"
             )
         metadata = load_metadata(args.metadata)
+    task_type = _task_type(teacher, input_shape)
     facts = TeacherFacts(
         num_classes,
         input_shape,
         has_activation_record=metadata is not None,
         count_batchnorm=lambda: len(batchnorm_layers(teacher)),
+        task_type=task_type,
     )
     unmet = spec.unmet_requirement(facts)
     if unmet is not None:
@@ -242,7 +244,25 @@ def _task(args: argparse.Namespace, spec: Any) -> Any:
         get_spec(args.teacher_arch).taps if args.teacher.suffix != ".onnx" else (),
         get_spec(args.student_arch).taps,
         metadata=metadata,
+        task_type=task_type,
     )
+
+
+def _task_type(teacher: Any, input_shape: tuple[int, int, int]) -> str:
+    """classification or segmentation, from the teacher's output on a dummy batch."""
+    import torch
+
+    from core.segmentation import task_of_output
+
+    with torch.no_grad():
+        logits = teacher.eval()(torch.zeros(2, *input_shape))
+    task = task_of_output(tuple(logits.shape))
+    if task is None:
+        raise SystemExit(
+            f"the teacher gives {list(logits.shape)}: [N, classes] or [N, classes, H, W] logits "
+            "were expected"
+        )
+    return task
 
 
 def _follow_ups(args: argparse.Namespace, device: str) -> tuple[Any, ...]:

@@ -21,6 +21,7 @@ from torch import nn
 from api.main import create_app
 from core.datasets import LabelledImages
 from core.evaluation import accuracy
+from core.models import build
 from core.training_supervised import train_classifier
 from service.migrate import upgrade_to_head
 from service.queue import InProcessJobQueue
@@ -211,3 +212,44 @@ def test_a_timm_teacher_at_224_px_runs_and_a_batch_too_large_fails_at_once(
     assert too_large["error"]["code"] == "out_of_memory"
     assert "the largest batch that fits is" in too_large["error"]["message"]
     assert too_large["progress"]["iteration"] == 0
+
+
+def test_a_torchvision_segmentation_teacher_by_name_distils_into_a_segmentation_student(
+    big_client: tuple[TestClient, Settings], tmp_path: Path
+) -> None:
+    """torchvision's LR-ASPP answers {"out": ...}; the service takes its logits tensor, the
+    teacher is a segmentation teacher, and DFAD runs on it into the registry's student."""
+    client, settings = big_client
+    torch.manual_seed(0)
+    network = build("torchvision:lraspp_mobilenet_v3_large", num_classes=5)
+    weights = tmp_path / "lraspp.safetensors"
+    save_file(network.state_dict(), str(weights))
+    form = {
+        "architecture": "torchvision:lraspp_mobilenet_v3_large",
+        "architecture_kwargs": json.dumps({"num_classes": 5}),
+        "input_shape": "[3, 64, 64]",
+    }
+    with weights.open("rb") as handle:
+        uploaded = client.post("/v1/teachers", files={"file": ("l.safetensors", handle)}, data=form)
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["task_type"] == "segmentation"
+    assert uploaded.json()["num_classes"] == 5
+    listed = client.get("/v1/architectures", params={"q": "lraspp"}).json()
+    assert "torchvision:lraspp_mobilenet_v3_large" in listed["library_segmentation_models"]
+
+    body = {
+        "teacher_id": uploaded.json()["id"],
+        "method": "dfad",
+        "student": {"architecture": "deeplabv3_mobilenet_mini", "kwargs": {"width": 8}},
+        "iterations": 2,
+        "batch_size": 4,
+        "hyperparameters": {"student_steps": 1},
+    }
+    final = run(client, settings, body)
+    assert final["status"] == "succeeded", final["error"]
+    onnx = client.get(final["links"]["student"], params={"format": "onnx"})
+    assert onnx.status_code == 200
+    refused = client.post(
+        "/v1/jobs", json={**body, "student": {"architecture": "torchvision:resnet18"}}
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "task_mismatch"

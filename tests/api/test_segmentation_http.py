@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from core.digit_scenes import SCENE_CLASSES, Scenes
+from core.export import onnx_bytes
 from core.models import build
 from core.segmentation import segmentation_scores
 from core.weights import load_weights, read_state_dict
@@ -312,3 +313,24 @@ def test_the_teacher_forward_check_refuses_weights_of_another_class_count(
         )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_weights"
+
+
+def test_the_teachers_onnx_export_uploads_as_a_segmentation_teacher_and_runs(
+    client: TestClient, settings: Settings, segmentation_teacher: nn.Module
+) -> None:
+    graph = onnx_bytes(segmentation_teacher, (1, 64, 64))
+    uploaded = client.post(
+        "/v1/teachers", files={"file": ("t.onnx", graph)}, data={"format": "onnx"}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    teacher = uploaded.json()
+    assert teacher["task_type"] == "segmentation"
+    assert teacher["num_classes"] == SCENE_CLASSES and teacher["input_shape"] == [1, 64, 64]
+    job = client.post(
+        "/v1/jobs",
+        json={**SHORT_JOB, "teacher_id": teacher["id"], "iterations": 2, "sample_every": 0},
+    )
+    assert job.status_code == 202, job.text
+    run_job(job.json()["id"], make_context(settings))
+    final = client.get(f"/v1/jobs/{job.json()['id']}").json()
+    assert final["status"] == "succeeded", final["error"]

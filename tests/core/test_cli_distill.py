@@ -6,6 +6,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from core.datasets import LabelledImages, save_npz
+from core.digit_scenes import Scenes
 from core.models import build
 from core.weights import load_weights, read_state_dict
 from tests.processes import DFKD
@@ -232,3 +234,49 @@ def test_distill_runs_a_pool_method_on_a_batchnorm_teacher(
     assert summary["steps"] == 20
     assert summary["student_accuracy"] > 0.3, summary  # chance is 0.1
     load_weights(build("lenet5_half"), read_state_dict(out))
+
+
+def test_distill_runs_dfad_on_a_segmentation_teacher_and_reports_miou(
+    tmp_path: Path, segmentation_teacher_file: Path, scenes: tuple[Scenes, Scenes]
+) -> None:
+    """The task follows from the teacher's per-pixel output; a set of masks evaluates it."""
+    heldout = tmp_path / "scenes.npz"
+    save_npz(heldout, LabelledImages(scenes[1].images[:100], scenes[1].masks[:100]))
+    out = tmp_path / "student.safetensors"
+    result = subprocess.run(
+        [
+            DFKD,
+            "distill",
+            "--teacher",
+            str(segmentation_teacher_file),
+            "--teacher-arch",
+            "deeplabv3_resnet_mini",
+            "--teacher-kwargs",
+            '{"in_channels": 1, "width": 8}',
+            "--student-arch",
+            "deeplabv3_mobilenet_mini",
+            "--student-kwargs",
+            '{"width": 8}',
+            "--method",
+            "dfad",
+            "--iterations",
+            "6",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--eval-data",
+            str(heldout),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 6 and summary["task_type"] == "segmentation"
+    assert summary["teacher_miou"] > 0.1 and 0 <= summary["student_miou"] <= 1
+    assert summary["images"] == 100
+    load_weights(build("deeplabv3_mobilenet_mini", in_channels=1, width=8), read_state_dict(out))

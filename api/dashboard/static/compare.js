@@ -37,8 +37,8 @@ function render() {
   })));
   const row = ({ job }) => el("tr", {}, el("td", {}, el("a", { href: `/jobs/${job.id}`, text: job.id })), el("td", {}, statusBadge(job.status)),
     el("td", { text: job.method }), el("td", { text: job.student.architecture }), el("td", { text: String(job.seed) }),
-    el("td", { text: job.report ? percent(job.report.student_accuracy) : "–" }));
-  summary.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Job", "Status", "Method", "Student", "Seed", "Student accuracy"].map((h) => el("th", { scope: "col", text: h })))),
+    el("td", { text: job.report ? percent(job.report.student_accuracy ?? job.report.student_miou) : "–" }));
+  summary.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Job", "Status", "Method", "Student", "Seed", "Student accuracy / mIoU"].map((h) => el("th", { scope: "col", text: h })))),
     el("tbody", {}, loaded.map(row))));
 }
 

@@ -185,6 +185,14 @@ async function renderReport() {
   const mte = job.report.mte;
   if (mte) rows.push(["MTE (mean transition error)", number(mte.mte)], ["MTE pairs", number(mte.pairs)]);
   const parts = [table(rows)];
+  const perClass = job.report.student_per_class_iou;
+  if (perClass) {  // a segmentation report: IoU of each class, teacher beside student
+    const teacherIou = job.report.teacher_per_class_iou || [];
+    parts.push(el("table", { id: "per-class-iou" },
+      el("thead", {}, el("tr", {}, ["class", "teacher IoU", "student IoU"].map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, perClass.map((iou, index) => el("tr", {},
+        el("td", { text: String(index) }), el("td", { text: percent(teacherIou[index]) }), el("td", { text: percent(iou) }))))));
+  }
   const plots = el("div", { class: "charts" });
   if (mte && mte.student_mean) {
     const curve = (values) => values.map((v, i) => [i, v]);

@@ -112,7 +112,7 @@ export function jobForm({ teacher, methods, architectures, datasets, submit }) {
       field("budget-seconds", "Time budget (s)", budget, "optional: ends the job succeeded when spent; schedules follow the budget"),
       field("batch-size", "Batch size", batch, "pseudo inputs per step"),
       field("seed", "Seed", seed),
-      field("evaluation-dataset", "Evaluation dataset", evaluation, "a labelled set for the report: accuracy, agreement, MTE"),
+      field("evaluation-dataset", "Evaluation dataset", evaluation, "a labelled set for the report: accuracy, agreement, MTE (masks: mIoU, per-class IoU)"),
       field("sample-every", "Sample grid every (iterations)", sampleEvery, "0: none"),
       field("mte-images", "MTE images", mteImages, "0 skips MTE"),
       field("mte-steps", "MTE steps", mteSteps),

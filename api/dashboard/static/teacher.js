@@ -14,7 +14,7 @@ main.append(el("h1", {}, "Teacher ", el("code", { text: teacherId })), message);
 function details(t) {
   const rows = [
     ["name", t.name], ["architecture", `${t.architecture} ${JSON.stringify(t.architecture_kwargs)}`], ["format", t.format],
-    ["input", t.input_shape.join("×")], ["classes", String(t.num_classes)], ["parameters", number(t.parameter_count)],
+    ["input", t.input_shape.join("×")], ["classes", String(t.num_classes)], ["task", t.task_type], ["parameters", number(t.parameter_count)],
     ["input mean / std", `${JSON.stringify(t.input_mean)} / ${JSON.stringify(t.input_std)}`], ["size", bytes(t.size_bytes)],
     ["sha256", t.sha256], ["activation record", t.metadata ? JSON.stringify(t.metadata) : "none"], ["created", when(t.created_at)],
   ];
