@@ -12,11 +12,12 @@ same L1 averaged over every pixel, and the generator maximises log(L1 + 1) inste
 -log(L1 + 1)): the per-pixel discrepancy is large and unbounded, and the logarithm keeps the
 generator's steps from growing with it.
 
-Three opt-in departures for segmentation, each off by default (the paper's DFAD): `segmentation_loss`
-"kl" (per-pixel KL instead of L1 for both players), `class_balance` (DAFL's information-entropy
-term on the teacher's mean pixel prediction in the generator's loss) and `batchnorm_prior` (the
-teacher's BatchNorm statistics in the generator's loss); `student_optimizer` "adam" for any task.
-bench/segmentation.py measured them on a CPU budget (docs/results.md, "segmentation").
+Two opt-in departures for segmentation, each off by default (the paper's DFAD):
+`segmentation_loss` "kl" (per-pixel KL instead of L1 for both players) and `class_balance` (DAFL's
+information-entropy term on the teacher's mean pixel prediction in the generator's loss); and
+`student_optimizer` "adam" for any task. bench/segmentation.py measured them on a CPU budget
+(docs/results.md, "segmentation"); a BatchNorm-statistics prior in the generator's loss was
+measured too, did not help, and is not offered.
 
 L1 on logits rather than KL on probabilities is the paper's point: the KL saturates once the
 student's softmax matches the teacher's, L1 keeps a gradient until the logits themselves match,
@@ -33,7 +34,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.adversarial import AdversarialRun
-from core.batchnorm import BatchNormStatistics
 from core.generators import build_scaled_generator, generator_for, is_mnist_like
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext
@@ -132,14 +132,6 @@ class DFADConfig(MethodConfig):
         "segmentation only: weight of a generator term that rewards inputs whose pixels the "
         "teacher spreads over its classes (entropy of its mean per-pixel prediction, DAFL's "
         "information-entropy loss); 0 is the paper's DFAD",
-        ge=0,
-        le=100,
-    )
-    batchnorm_prior: float = hyperparameter(
-        0.0,
-        "segmentation only: weight of the teacher's BatchNorm-statistics loss (DeepInversion's "
-        "prior, core/batchnorm.py) in the generator's loss, so its inputs look like the "
-        "teacher's data from the start; 0 is the paper's DFAD",
         ge=0,
         le=100,
     )
@@ -258,12 +250,6 @@ class DFAD(AdversarialRun):
         )
         self.optimizer_student = student_optimizer(context.student, config, options)
         self.loss_generator = torch.zeros(())  # stays 0 when the job asks for no generator steps
-        segmentation = context.task.task_type == SEGMENTATION_TASK
-        self.statistics = (
-            context.closes(BatchNormStatistics(context.teacher))
-            if segmentation and config.batchnorm_prior
-            else None
-        )
 
     def inputs_per_step(self, step: int) -> int:
         # every student and generator step draws a fresh batch
@@ -290,7 +276,11 @@ class DFAD(AdversarialRun):
             self.optimizer_student.zero_grad(set_to_none=True)
             self.loss_student.backward()
             self.optimizer_student.step()
-            discrepancies.append(self.loss_student.detach())
+            discrepancies.append(
+                self.loss_student.detach()
+                if config.segmentation_loss == "l1" or task_type != SEGMENTATION_TASK
+                else l1_discrepancy(self.student_logits.detach(), self.teacher_logits)
+            )
         self.discrepancies = discrepancies
 
         # --- generator: seek inputs where the logits disagree most; the student stays fixed
@@ -306,10 +296,6 @@ class DFAD(AdversarialRun):
             if config.class_balance and task_type == SEGMENTATION_TASK:
                 self.loss_generator = self.loss_generator - config.class_balance * class_entropy(
                     teacher_logits
-                )
-            if self.statistics is not None:
-                self.loss_generator = (
-                    self.loss_generator + config.batchnorm_prior * self.statistics.loss()
                 )
             self.optimizer_generator.zero_grad(set_to_none=True)
             self.loss_generator.backward()

@@ -24,7 +24,13 @@ from core.images import palette, segmentation_grid
 from core.loop import distill
 from core.losses import kl_divergence
 from core.method_registry import TeacherFacts, get_method
-from core.methods.dfad import DFADConfig, generator_objective, l1_discrepancy
+from core.methods.dfad import (
+    DFADConfig,
+    class_entropy,
+    discrepancy_of,
+    generator_objective,
+    l1_discrepancy,
+)
 from core.models import build, get_spec, planned_parameters
 from core.onnx_teacher import check_onnx_teacher
 from core.segmentation import SegmentationScores, confusion_matrix, segmentation_scores
@@ -238,3 +244,59 @@ def test_segmentation_scores_of_a_perfect_network_are_one() -> None:
     masks = torch.randint(0, 3, (4, 6, 6))
     scores = segmentation_scores(Oracle(), masks[:, None].float(), masks, 3)
     assert scores.mean_iou == 1.0 and scores.pixel_accuracy == 1.0
+
+
+def test_the_cpu_options_kl_class_balance_and_adam_change_only_what_they_name(
+    mnist_teacher: nn.Module,
+) -> None:
+    student, teacher = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    assert float(discrepancy_of(student, teacher, "segmentation", "kl")) == pytest.approx(
+        float(kl_divergence(teacher, student))
+    )
+    assert torch.equal(
+        discrepancy_of(student, teacher, "segmentation", "l1"), l1_discrepancy(student, teacher)
+    )
+    # a classifier ignores the segmentation-only loss: the same student either way
+    students = []
+    for loss in ("l1", "kl"):
+        torch.manual_seed(0)
+        task = DistillationTask(mnist_teacher, build("lenet5_half"), (1, 32, 32), 10)
+        config = DFADConfig(
+            iterations=2, batch_size=8, generator_width=0.0625, segmentation_loss=loss, seed=1
+        )
+        students.append(distill(task, config).student.state_dict())
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+    uniform = torch.zeros(2, 4, 3, 3)
+    assert float(class_entropy(uniform)) == pytest.approx(np.log(4))
+    one_class = torch.full((2, 4, 3, 3), -30.0)
+    one_class[:, 2] = 30
+    assert float(class_entropy(one_class)) == pytest.approx(0, abs=1e-6)
+
+
+def test_a_segmentation_run_with_the_cpu_settings_trains_with_adam_and_reports_l1() -> None:
+    config = DFADConfig(
+        iterations=2,
+        batch_size=4,
+        generator_width=0.0625,
+        student_steps=2,
+        segmentation_loss="kl",
+        student_optimizer="adam",
+        lr_student=0.01,
+        weight_decay=0.0,
+        class_balance=3.0,
+        log_every=1,
+    )
+    logs: list[dict[str, float]] = []
+
+    class Logs(TrainingHooks):
+        def on_log(self, step: int, metrics: dict[str, float], progress: Any) -> None:
+            logs.append(metrics)
+
+    task = segmentation_task()
+    before = {k: v.clone() for k, v in task.student.state_dict().items()}
+    result = distill(task, config, Logs())
+    assert any(not torch.equal(before[k], v) for k, v in result.student.state_dict().items())
+    # `l1` stays the L1 between logits while the student learns from the KL
+    assert all(metrics["l1"] > 0 and np.isfinite(metrics["loss_generator"]) for metrics in logs)
+    assert logs[-1]["l1"] != pytest.approx(logs[-1]["loss_student"])
