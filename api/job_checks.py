@@ -13,12 +13,13 @@ from api.errors import ApiError
 from api.job_specs import JobSpec
 from api.model_limits import refuse_oversized_model
 from core.batchnorm import planned_batchnorm_layers
+from core.datasets import TARGET_ARRAY_OF_TASK
 from core.devices import resolve_device
 from core.hyperparameters import JOB_FIELDS, MethodConfig
 from core.method_registry import MethodSpec, TeacherFacts, get_method
 from core.models import ArchitectureArgumentError, UnknownArchitectureError, get_spec
 from core.models.library import inherited_kwargs, is_library_name, output_shape
-from core.segmentation import expected_logits_shape
+from core.segmentation import CLASSIFICATION_TASK, expected_logits_shape
 from service.deletion import pending_deletion
 from service.models import Dataset, Teacher
 from service.secret_box import secret_digest
@@ -129,13 +130,12 @@ def _check_dataset(session: Session, field: str, dataset_id: str | None, teacher
             f"{field}: no dataset {dataset_id!r}; upload one with POST /v1/datasets",
         )
     if dataset.task_type != teacher.task_type:
-        kinds = {"classification": "labels", "segmentation": "masks"}
         raise ApiError(
             422,
             "dataset_mismatch",
-            f"{field}: the dataset holds {kinds[dataset.task_type]} ({dataset.task_type}) but the "
-            f"teacher is a {teacher.task_type} network; upload a set with "
-            f"{kinds[teacher.task_type]}",
+            f"{field}: the dataset holds {TARGET_ARRAY_OF_TASK[dataset.task_type]} "
+            f"({dataset.task_type}) but the teacher is a {teacher.task_type} network; upload a "
+            f"set with {TARGET_ARRAY_OF_TASK[teacher.task_type]}",
         )
     if list(dataset.image_shape) != list(teacher.input_shape):
         raise ApiError(
@@ -222,7 +222,7 @@ def checked_job(
     student_kwargs = _validate_student(body, teacher, settings.max_student_parameters)
     for field in ("evaluation_dataset_id", "few_shot_dataset_id"):
         _check_dataset(session, field, getattr(body, field), teacher)
-    if body.few_shot_dataset_id is not None and teacher.task_type != "classification":
+    if body.few_shot_dataset_id is not None and teacher.task_type != CLASSIFICATION_TASK:
         raise ApiError(
             422,
             "unsupported_task_type",

@@ -18,15 +18,17 @@ import numpy as np
 from core.datasets import (
     NPZ_ARRAYS,
     NUMPY_DTYPES,
+    TASK_OF_TARGET_ARRAY,
     DatasetFormatError,
     check_npz_members,
+    check_target_dtype,
+    check_target_range,
     check_target_shape,
-    check_target_values,
     read_npy_header,
     safetensors_entries,
     target_array,
 )
-from core.segmentation import CLASSIFICATION_TASK, IGNORE_INDEX, SEGMENTATION_TASK
+from core.segmentation import CLASSIFICATION_TASK, IGNORE_INDEX
 
 CHUNK_BYTES = 8 * 1024 * 1024  # per read: the scan's memory is a few of these, whatever the file
 
@@ -143,11 +145,11 @@ def _check_images(images: StoredArray, labels: StoredArray, target: str) -> tupl
 
 
 def _count_labels(labels: StoredArray, target: str) -> dict[int, int]:
-    check_target_values(target, labels.dtype, 0, 0)
+    check_target_dtype(target, labels.dtype)
     counts: Counter[int] = Counter()
     for chunk in labels.chunks():
         if chunk.size:
-            check_target_values(target, labels.dtype, int(chunk.min()), int(chunk.max()))
+            check_target_range(target, int(chunk.min()), int(chunk.max()))
         values, found = np.unique(chunk, return_counts=True)
         counts.update({int(v): int(c) for v, c in zip(values, found, strict=True)})
     if target == "masks":
@@ -186,5 +188,5 @@ def scan_labelled(path: Path, max_array_bytes: int | None = None) -> DatasetSumm
         image_shape=(int(shape[1]), int(shape[2]), int(shape[3])),
         pixel_dtype=str(images.dtype),
         class_counts=class_counts,
-        task_type=SEGMENTATION_TASK if target == "masks" else CLASSIFICATION_TASK,
+        task_type=TASK_OF_TARGET_ARRAY[target],
     )

@@ -16,6 +16,15 @@ import torch.nn.functional as F
 
 from core.segmentation import CLASSIFICATION_TASK, IGNORE_INDEX, SEGMENTATION_TASK
 
+# the array that holds a set's targets, by the task it evaluates
+TARGET_ARRAY_OF_TASK = {CLASSIFICATION_TASK: "labels", SEGMENTATION_TASK: "masks"}
+TASK_OF_TARGET_ARRAY = {array: task for task, array in TARGET_ARRAY_OF_TASK.items()}
+
+
+def task_of_targets(targets: torch.Tensor | np.ndarray) -> str:
+    """Labels [N] are a classification set's targets, masks [N, H, W] a segmentation set's."""
+    return SEGMENTATION_TASK if targets.ndim == 3 else CLASSIFICATION_TASK
+
 
 @dataclass(frozen=True)
 class LabelledImages:
@@ -24,7 +33,7 @@ class LabelledImages:
 
     @property
     def task_type(self) -> str:
-        return SEGMENTATION_TASK if self.labels.ndim == 3 else CLASSIFICATION_TASK
+        return task_of_targets(self.labels)
 
     def split(self, first: int) -> tuple[LabelledImages, LabelledImages]:
         return (
@@ -50,7 +59,7 @@ class RawLabelledImages:
 
     @property
     def task_type(self) -> str:
-        return SEGMENTATION_TASK if self.labels.ndim == 3 else CLASSIFICATION_TASK
+        return task_of_targets(self.labels)
 
     def class_counts(self) -> dict[int, int]:
         """Examples per label; for masks, pixels per class (ignored pixels left out)."""
@@ -107,10 +116,13 @@ def check_target_shape(
         )
 
 
-def check_target_values(name: str, dtype: np.dtype, low: int, high: int) -> None:
-    """Integers; class indices >= 0, and for masks at most 254 or IGNORE_INDEX (255)."""
+def check_target_dtype(name: str, dtype: np.dtype) -> None:
     if not np.issubdtype(dtype, np.integer):
         raise DatasetFormatError(f"{name} must be integers; got {dtype}")
+
+
+def check_target_range(name: str, low: int, high: int) -> None:
+    """Class indices >= 0, and for masks at most 254 or IGNORE_INDEX (255)."""
     if low < 0:
         raise DatasetFormatError(f"{name} must be class indices >= 0")
     if name == "masks" and high > IGNORE_INDEX:
@@ -134,9 +146,8 @@ def _validated(images: np.ndarray, labels: np.ndarray, target: str) -> RawLabell
         raise DatasetFormatError(f"images must be uint8 pixels or floats; got {images.dtype}")
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise DatasetFormatError("images hold NaN or infinite values")
-    is_integer = np.issubdtype(labels.dtype, np.integer)
-    low, high = (int(labels.min()), int(labels.max())) if is_integer else (0, 0)
-    check_target_values(target, labels.dtype, low, high)
+    check_target_dtype(target, labels.dtype)
+    check_target_range(target, int(labels.min()), int(labels.max()))
     return RawLabelledImages(images, labels.astype(np.int64))
 
 
@@ -306,7 +317,7 @@ def load_npz(path: Path) -> LabelledImages:
 
 
 def save_npz(path: Path, data: LabelledImages) -> None:
-    targets = "masks" if data.task_type == SEGMENTATION_TASK else "labels"
+    targets = TARGET_ARRAY_OF_TASK[data.task_type]
     np.savez_compressed(path, images=data.images.numpy(), **{targets: data.labels.numpy()})
 
 

@@ -96,9 +96,15 @@ def one_hot_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
 
 def information_entropy_loss(teacher_logits: torch.Tensor) -> torch.Tensor:
     """-H(mean softmax over the batch), in nats (DAFL's L_ie, DFQ's batch balance term): lowest
-    (-log C) when the batch's classes are equally frequent."""
+    (-log C) when the batch's classes are equally frequent. For per-pixel logits [N, K, H, W]
+    the mean runs over the batch and every pixel (DFAD's `class_balance` on segmentation)."""
     with float32_math(teacher_logits):
-        mean = F.softmax(at_least_float32(teacher_logits), dim=1).mean(dim=0)
+        probabilities = F.softmax(at_least_float32(teacher_logits), dim=1)
+        mean = (
+            probabilities.mean(dim=0)
+            if probabilities.ndim == 2
+            else probabilities.transpose(0, 1).flatten(1).mean(dim=1)
+        )
         return (mean * torch.log(mean.clamp_min(torch.finfo(mean.dtype).tiny))).sum()
 
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from core.datasets import LabelledImages
-from core.evaluation import accuracy, agreement_on
+from core.evaluation import accuracy, agreement_on, predict
 from core.mte import plot_transition_curves, transition_curves
-from core.segmentation import SEGMENTATION_TASK, pixel_agreement, segmentation_scores
+from core.segmentation import SEGMENTATION_TASK, SegmentationScores, confusion_matrix
 
 
 @dataclass
@@ -54,16 +54,22 @@ def segmentation_report(
     iterate), their pixel agreement, and the student's share of the teacher's mIoU."""
     with torch.no_grad():
         num_classes = int(teacher.eval()(data.images[:1].to(_device(teacher))).shape[1])
-    scores = {
-        name: segmentation_scores(model, data.images, data.labels, num_classes)
+    # each network's masks once: its scores and the agreement are all read off them
+    predicted = {
+        name: predict(model, data.images, batch_size=256)
         for name, model in (("teacher", teacher), ("student", student))
+    }
+    scores = {
+        name: SegmentationScores.from_confusion(confusion_matrix(masks, data.labels, num_classes))
+        for name, masks in predicted.items()
     }
     numbers: dict[str, Any] = {"images": len(data.labels), "task_type": SEGMENTATION_TASK}
     for name, score in scores.items():
         numbers[f"{name}_miou"] = score.mean_iou
         numbers[f"{name}_pixel_accuracy"] = score.pixel_accuracy
         numbers[f"{name}_per_class_iou"] = score.per_class_iou
-    numbers["pixel_agreement"] = pixel_agreement(student, teacher, data.images)
+    agreeing = predicted["teacher"] == predicted["student"]
+    numbers["pixel_agreement"] = agreeing.float().mean().item()
     teacher_miou = scores["teacher"].mean_iou
     numbers["miou_ratio"] = scores["student"].mean_iou / teacher_miou if teacher_miou else None
     return numbers

@@ -88,13 +88,3 @@ def segmentation_scores(
     return SegmentationScores.from_confusion(
         confusion_matrix(predict(model, images, batch_size=256), masks.cpu(), num_classes)
     )
-
-
-def pixel_agreement(first: nn.Module, second: nn.Module, images: torch.Tensor) -> float:
-    """Fraction of pixels on which both networks predict the same class."""
-    return (
-        (predict(first, images, batch_size=256) == predict(second, images, batch_size=256))
-        .float()
-        .mean()
-        .item()
-    )

@@ -26,6 +26,7 @@ from core.models import build, get_spec
 from core.onnx_teacher import OnnxTeacherError, load_onnx_teacher
 from core.programs import load_program
 from core.report import evaluate
+from core.segmentation import SEGMENTATION_TASK
 from core.synthetic import synthetic_npz
 from core.training import CancelledError, DistillationTask, DivergedError
 from core.weights import (
@@ -345,7 +346,7 @@ def _write_report(
 ) -> None:
     measures = (
         "mIoU, per-class IoU, pixel agreement"
-        if teacher.task_type == "segmentation"
+        if teacher.task_type == SEGMENTATION_TASK
         else "accuracy, agreement, MTE"
     )
     with session_scope(context.sessions) as session:

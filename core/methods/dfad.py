@@ -37,7 +37,13 @@ from core.adversarial import AdversarialRun
 from core.generators import build_scaled_generator, generator_for, is_mnist_like
 from core.hyperparameters import MethodConfig, hyperparameter
 from core.loop import MethodContext
-from core.losses import agreement, at_least_float32, float32_math, kl_divergence
+from core.losses import (
+    agreement,
+    at_least_float32,
+    float32_math,
+    information_entropy_loss,
+    kl_divergence,
+)
 from core.method_registry import register_method
 from core.schedules import set_learning_rate, step_decay
 from core.segmentation import SEGMENTATION_TASK
@@ -181,14 +187,6 @@ def generator_objective(discrepancy: torch.Tensor, task_type: str) -> torch.Tens
     return -torch.log1p(discrepancy) if task_type == SEGMENTATION_TASK else -discrepancy
 
 
-def class_entropy(teacher_logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of the teacher's prediction averaged over the batch and every pixel: high when
-    the pseudo inputs show all classes, 0 when every pixel is one class."""
-    with float32_math(teacher_logits):
-        mean = F.softmax(at_least_float32(teacher_logits), dim=1).mean(dim=(0, 2, 3))
-        return -(mean * torch.log(mean.clamp_min(1e-8))).sum()
-
-
 def build_dfad_generator(
     name: str, z_dim: int, input_shape: tuple[int, int, int], width: float
 ) -> nn.Module:
@@ -294,8 +292,8 @@ class DFAD(AdversarialRun):
                 task_type,
             )
             if config.class_balance and task_type == SEGMENTATION_TASK:
-                self.loss_generator = self.loss_generator - config.class_balance * class_entropy(
-                    teacher_logits
+                self.loss_generator = self.loss_generator + (
+                    config.class_balance * information_entropy_loss(teacher_logits)
                 )
             self.optimizer_generator.zero_grad(set_to_none=True)
             self.loss_generator.backward()
