@@ -122,8 +122,11 @@ def test_schemathesis_with_every_check_finds_nothing(
         str(SEED),
         "--generation-database",
         "none",
+        # one worker: with two, schemathesis compiles code on two threads at once, and
+        # CPython 3.11 then fails at random with "SystemError: AST constructor recursion depth
+        # mismatch" (seen in CI runs, and in 4 of 8 runs under load)
         "--workers",
-        "2",
+        "1",
         "--report",
         "junit",
         "--report-junit-path",
